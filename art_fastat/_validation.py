@@ -1,0 +1,142 @@
+"""
+Input checks shared by the trainers, the attacks, ``evaluate`` and the CLI.
+
+Each check raises a ``TypeError`` or ``ValueError`` that names the offending argument and what was expected, and
+runs before any state changes. No check modifies its input.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+import numpy as np
+
+#: Inputs may exceed ``clip_values`` by this much (float rounding of stored images) and still be accepted.
+CLIP_TOLERANCE = 1e-5
+
+
+def check_positive_int(value: Any, name: str, minimum: int = 1) -> int:
+    """
+    :param value: The user's value.
+    :param name: The argument's name, for the message.
+    :param minimum: Smallest accepted value.
+    :return: The value as an ``int``.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
+    return int(value)
+
+
+def check_non_negative_float(value: Any, name: str) -> float:
+    """
+    :param value: The user's value.
+    :param name: The argument's name, for the message.
+    :return: The value as a ``float``.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
+def check_eps(eps: Any, clip_width: float, name: str = "eps") -> float:
+    """
+    :param eps: The L-inf budget.
+    :param clip_width: Width of the classifier's valid input range; a larger ``eps`` is meaningless.
+    :param name: The argument's name, for the message.
+    :return: ``eps`` as a ``float``.
+    """
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not np.isfinite(eps):
+        raise TypeError(f"{name} must be a finite number in (0, {clip_width:g}], got {eps!r}")
+    if not 0 < eps <= clip_width:
+        raise ValueError(f"{name} must be in (0, {clip_width:g}] (the width of clip_values), got {eps}")
+    return float(eps)
+
+
+def check_choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
+    """
+    :param value: The user's value.
+    :param name: The argument's name, for the message.
+    :param choices: The accepted strings.
+    :return: The value.
+    """
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(repr(c) for c in choices)}, got {value!r}")
+    return value
+
+
+def check_inputs(x: Any, input_shape: tuple[int, ...], clip_values: Any, name: str = "x") -> np.ndarray:
+    """
+    :param x: A batch of inputs, shape ``(n,) + input_shape``.
+    :param input_shape: The classifier's ``input_shape``.
+    :param clip_values: The classifier's ``(low, high)``; values outside them are refused.
+    :param name: The argument's name, for the message.
+    :return: ``x`` as float32 (the caller's array itself if it already is float32; never modified).
+    """
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray of shape (n,) + {tuple(input_shape)}, got {type(x).__name__}")
+    if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
+        raise TypeError(f"{name} must have a numeric dtype (float32 expected), got {x.dtype}")
+    if x.ndim != len(input_shape) + 1 or tuple(x.shape[1:]) != tuple(input_shape):
+        raise ValueError(f"{name} must have shape (n,) + {tuple(input_shape)}, got {x.shape}")
+    if len(x) == 0:
+        raise ValueError(f"{name} must hold at least one sample, got an empty array of shape {x.shape}")
+    x = x.astype(np.float32, copy=False)
+    if not np.isfinite(x).all():
+        raise ValueError(f"{name} must be finite: it holds {int((~np.isfinite(x)).sum())} NaN or inf values")
+    low, high = (np.asarray(v, dtype=np.float32) for v in clip_values)
+    if (x < low - CLIP_TOLERANCE).any() or (x > high + CLIP_TOLERANCE).any():
+        raise ValueError(
+            f"{name} must lie inside the classifier's clip_values {_describe(low)}..{_describe(high)}, "
+            f"got values in {x.min():g}..{x.max():g}"
+        )
+    return x
+
+
+def check_labels(y: Any, n: int, nb_classes: int, name: str = "y") -> np.ndarray:
+    """
+    :param y: Integer labels of shape ``(n,)`` or one-hot labels of shape ``(n, nb_classes)``.
+    :param n: Number of inputs they label.
+    :param nb_classes: The classifier's number of classes.
+    :param name: The argument's name, for the message.
+    :return: int64 labels of shape ``(n,)`` (a new array).
+    """
+    if not isinstance(y, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray of integer labels or one-hot rows, got {type(y).__name__}")
+    if y.ndim == 2 and y.shape[1] == nb_classes:
+        if not np.isfinite(y).all() or not np.all(np.isclose(y.sum(axis=1), 1.0)) or not np.all((y == 0) | (y == 1)):
+            raise ValueError(f"{name} given as a 2-D array must be one-hot rows of length {nb_classes}")
+        labels = np.argmax(y, axis=1).astype(np.int64)
+    elif y.ndim == 1:
+        if np.issubdtype(y.dtype, np.floating):
+            if not np.isfinite(y).all() or not np.all(y == np.round(y)):
+                raise ValueError(f"{name} must hold integer class indices, got non-integer values")
+        elif not np.issubdtype(y.dtype, np.integer):
+            raise TypeError(f"{name} must hold integer class indices, got dtype {y.dtype}")
+        labels = y.astype(np.int64)
+    else:
+        raise ValueError(f"{name} must have shape ({n},) or ({n}, {nb_classes}), got {y.shape}")
+    if len(labels) != n:
+        raise ValueError(f"{name} must label every input: expected {n} labels, got {len(labels)}")
+    if len(labels) and (labels.min() < 0 or labels.max() >= nb_classes):
+        raise ValueError(f"{name} must be class indices in [0, {nb_classes - 1}], got {labels.min()}..{labels.max()}")
+    return labels
+
+
+def check_data(x: Any, y: Any, classifier: Any, x_name: str = "x", y_name: str = "y") -> tuple[np.ndarray, np.ndarray]:
+    """
+    Check a labelled dataset against a classifier.
+
+    :param x: Inputs, shape ``(n,) + classifier.input_shape``, inside ``classifier.clip_values``.
+    :param y: Integer or one-hot labels.
+    :param classifier: An ART ``PyTorchClassifier``.
+    :return: ``(x as float32, y as int64 indices)``.
+    """
+    x = check_inputs(x, classifier.input_shape, classifier.clip_values, x_name)
+    return x, check_labels(y, len(x), classifier.nb_classes, y_name)
+
+
+def _describe(value: np.ndarray) -> str:
+    return f"{value:g}" if value.ndim == 0 else f"[{value.min():g}, {value.max():g}]"
