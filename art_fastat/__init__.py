@@ -1,0 +1,42 @@
+"""
+art_fastat: fast adversarial training methods as native ART trainers, on one device-agnostic PyTorch engine.
+
+``art_fastat.trainers`` holds the trainers, ``art_fastat.attacks`` the torchattacks-compatible attacks and
+``art_fastat.evaluate`` evaluates a classifier with ART's PGD and CW and with AutoAttack.
+"""
+
+import logging
+from typing import Any
+
+from art_fastat._classifier import input_space_model
+from art_fastat.trainers import (
+    AdversarialTrainerBase,
+    AdversarialTrainerFast,
+    AdversarialTrainerPGD,
+    NaturalTrainer,
+)
+
+__version__ = "0.1.0"
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())
+
+
+def __getattr__(name: str) -> Any:
+    # Evaluation pulls in AutoAttack and ART's attacks: loaded on first use, not at import.
+    if name in ("evaluate", "RobustnessReport"):
+        from art_fastat import evaluation
+
+        return getattr(evaluation, name)
+    raise AttributeError(f"module 'art_fastat' has no attribute {name!r}")
+
+
+__all__ = [
+    "AdversarialTrainerBase",
+    "AdversarialTrainerFast",
+    "AdversarialTrainerPGD",
+    "NaturalTrainer",
+    "RobustnessReport",
+    "evaluate",
+    "input_space_model",
+    "__version__",
+]

@@ -1,0 +1,107 @@
+"""
+L-inf perturbation steps shared by every trainer and attack of the package.
+
+All functions work in input space on a *forward function* ``forward(x) -> logits`` (the engine passes one that
+applies the classifier's preprocessing and mixed precision), take the valid range as broadcastable tensors
+``low``/``high`` and never touch the network's parameter gradients.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+Forward = Callable[[torch.Tensor], torch.Tensor]
+
+
+def project(x: torch.Tensor, delta: torch.Tensor, eps: float, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+    """
+    Pi of the method notes: the eps-ball around ``x`` intersected with the valid range.
+
+    :param x: Clean inputs.
+    :param delta: Perturbation.
+    :param eps: L-inf radius.
+    :param low: Lower end of the valid range.
+    :param high: Upper end of the valid range.
+    :return: The projected perturbation, so that ``x + delta`` is valid and ``|delta| <= eps``.
+    """
+    delta = delta.clamp(-eps, eps)
+    return torch.minimum(torch.maximum(x + delta, low), high) - x
+
+
+def uniform_start(
+    x: torch.Tensor,
+    eps: float,
+    low: torch.Tensor,
+    high: torch.Tensor,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """
+    :param x: Clean inputs.
+    :param eps: L-inf radius.
+    :param low: Lower end of the valid range.
+    :param high: Upper end of the valid range.
+    :param generator: Random stream (the trainer's own, for reproducibility).
+    :return: ``delta ~ U(-eps, eps)``, projected into the valid range.
+    """
+    noise = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    return project(x, (2 * noise - 1) * eps, eps, low, high)
+
+
+def input_gradient(
+    forward: Forward, x: torch.Tensor, delta: torch.Tensor, y: torch.Tensor, loss_scale: float = 1.0
+) -> torch.Tensor:
+    """
+    Gradient of the *summed* per-sample cross-entropy with respect to ``delta`` (a batch mean would shrink it by 1/B).
+
+    :param forward: Maps inputs to logits.
+    :param x: Clean inputs.
+    :param delta: Current perturbation.
+    :param y: Labels.
+    :param loss_scale: Multiplies the loss before differentiation (keeps fp16 gradients from underflowing; signs
+                       are unchanged).
+    :return: The gradient, shaped like ``delta``.
+    """
+    delta = delta.detach().requires_grad_(True)
+    loss = F.cross_entropy(forward(x + delta).float(), y, reduction="sum")
+    (gradient,) = torch.autograd.grad(loss * loss_scale, delta)
+    return gradient
+
+
+def pgd(
+    forward: Forward,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float,
+    alpha: float,
+    steps: int,
+    low: torch.Tensor,
+    high: torch.Tensor,
+    random_start: bool = True,
+    generator: torch.Generator | None = None,
+    loss_scale: float = 1.0,
+) -> torch.Tensor:
+    """
+    L-inf PGD on the cross-entropy (Madry et al. 2018): ``delta <- Pi(delta + alpha * sign(grad))``, ``steps`` times.
+    With ``steps=1``, ``random_start=True`` it is FGSM with random start (Wong et al. 2020).
+
+    :param forward: Maps inputs to logits.
+    :param x: Clean inputs.
+    :param y: Labels.
+    :param eps: L-inf radius.
+    :param alpha: Step size.
+    :param steps: Number of ascent steps (one pass each).
+    :param low: Lower end of the valid range.
+    :param high: Upper end of the valid range.
+    :param random_start: Start from ``U(-eps, eps)`` instead of zero.
+    :param generator: Random stream for the start.
+    :param loss_scale: See :func:`input_gradient`.
+    :return: The final perturbation, detached.
+    """
+    delta = uniform_start(x, eps, low, high, generator) if random_start else torch.zeros_like(x)
+    for _ in range(steps):
+        gradient = input_gradient(forward, x, delta, y, loss_scale)
+        delta = project(x, delta + alpha * gradient.sign(), eps, low, high)
+    return delta.detach()

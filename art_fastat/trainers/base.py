@@ -1,0 +1,529 @@
+"""
+The training engine that every method of art_fastat runs on.
+
+:class:`AdversarialTrainerBase` is an ART :class:`~art.defences.trainer.Trainer`: it takes a ``PyTorchClassifier``
+and trains it in place from numpy arrays (``fit``) or an ART ``DataGenerator`` (``fit_generator``). It owns
+everything that is not a method's own mathematics: validation of inputs, batching on the classifier's device,
+preprocessing, mixed precision, learning-rate and eps schedules, model modes, the per-epoch history, validation,
+checkpoints and resume. A method subclasses it and implements :meth:`_train_batch` with the engine's helpers
+:meth:`_forward`, :meth:`_attack_context`, :meth:`_update` and :meth:`_optimize`.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from art.defences.trainer import Trainer
+from torch import nn
+from tqdm.auto import tqdm
+
+from art_fastat._classifier import check_classifier, clip_range, clip_tensors, input_space_model
+from art_fastat._validation import (
+    check_choice,
+    check_data,
+    check_eps,
+    check_non_negative_float,
+    check_positive_int,
+)
+from art_fastat.perturbation import pgd
+from art_fastat.trainers.schedules import LR_SCHEDULES, lr_multiplier, warmed_up_eps
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = "art_fastat.checkpoint/1"
+CHECKPOINT_NAME = "checkpoint.pt"
+
+
+class AdversarialTrainerBase(Trainer, abc.ABC):
+    """
+    Base class of every art_fastat trainer (the engine). Subclasses implement :meth:`_train_batch` only.
+
+    Decisions the engine takes for every method:
+
+    - Attacks work in input space, inside ``clip_values``; the classifier's ``preprocessing=(mean, std)`` is applied
+      differentiably inside the forward pass, so a normalised classifier trains exactly like an un-normalised
+      network that standardises internally.
+    - Weight updates run in train mode (BatchNorm statistics update). The attack passes run in the mode named by the
+      method's ``attack_mode``: ``"train"`` (default; the attack maximises the very loss that is then minimised, as
+      in locuslab/fast_adversarial, and BatchNorm running statistics are frozen during the attack so only the
+      update pass moves them) or ``"eval"``.
+    - The data are moved to the classifier's device once per ``fit`` and shuffled there with the trainer's own
+      seeded generator, which also draws every random start: two runs with the same ``seed`` are identical on CPU.
+    - Losses are the cross-entropy on the network's logits, as in every paper implemented here, whatever loss the
+      classifier was built with.
+    """
+
+    #: Short name used by the CLI, the history and checkpoints.
+    method: ClassVar[str] = "base"
+    #: Mode of the network during attack passes: "train" or "eval" (see the class docstring).
+    attack_mode: ClassVar[str] = "train"
+    #: The schedule ``lr_schedule="paper"`` selects.
+    paper_lr_schedule: ClassVar[str] = "constant"
+
+    def __init__(
+        self,
+        classifier: Any,
+        eps: float | None = None,
+        *,
+        eps_warmup_epochs: float = 0.0,
+        lr_schedule: str | Any = "constant",
+        lr_schedule_interval: str = "step",
+        use_amp: bool = False,
+        amp_dtype: torch.dtype | None = None,
+        seed: int = 0,
+        validation_size: int = 512,
+        validation_pgd_steps: int = 10,
+        checkpoint_dir: str | os.PathLike | None = None,
+        resume: bool = False,
+        verbose: bool = False,
+    ) -> None:
+        """
+        :param classifier: The ART ``PyTorchClassifier`` to train in place; its optimizer is used.
+        :param eps: L-inf radius of the threat model, inside the width of ``clip_values``.
+        :param eps_warmup_epochs: Ramp eps linearly per iteration from 0 over this many epochs (step sizes scale with
+                                  it); 0 disables the ramp.
+        :param lr_schedule: ``"constant"`` (keep the optimizer's learning rate), a name from
+                            :data:`~art_fastat.trainers.schedules.LR_SCHEDULES` (the optimizer's learning rate is the
+                            peak), ``"paper"`` (the method's paper schedule) or any scheduler object with ``.step()``
+                            built on the classifier's optimizer (e.g. ``torch.optim.lr_scheduler.OneCycleLR``).
+        :param lr_schedule_interval: When a scheduler object is stepped: ``"step"`` (every weight update) or
+                                     ``"epoch"``.
+        :param use_amp: Mixed precision through ``torch.amp`` autocast (bf16 by default; fp16 with a gradient scaler).
+        :param amp_dtype: ``torch.bfloat16`` or ``torch.float16``.
+        :param seed: Seed of the trainer's generator (shuffling and random starts).
+        :param validation_size: Number of validation samples (the first ones) used each epoch when ``fit`` gets
+                                ``validation_data``.
+        :param validation_pgd_steps: PGD steps (step eps/4, random start, full eps) of the per-epoch validation.
+        :param checkpoint_dir: If given, model, optimizer, schedule, random state, history and method state are written
+                               there atomically after every epoch.
+        :param resume: Continue from the checkpoint in ``checkpoint_dir`` if one exists.
+        :param verbose: Show a tqdm progress bar.
+        """
+        check_classifier(classifier)
+        super().__init__(classifier)
+        if classifier.optimizer is None:
+            raise ValueError("classifier must have an optimizer (PyTorchClassifier(..., optimizer=...)) to be trained")
+        if not isinstance(classifier.loss, nn.CrossEntropyLoss):
+            logger.warning("The classifier's loss is %s; art_fastat trains on the cross-entropy.", classifier.loss)
+        self.eps = None if eps is None else check_eps(eps, clip_range(classifier))
+        self.eps_warmup_epochs = check_non_negative_float(eps_warmup_epochs, "eps_warmup_epochs")
+        if isinstance(lr_schedule, str):
+            if lr_schedule != "paper":
+                check_choice(lr_schedule, "lr_schedule", (*LR_SCHEDULES, "paper"))
+        elif not callable(getattr(lr_schedule, "step", None)):
+            raise TypeError(f"lr_schedule must be a schedule name or an object with .step(), got {lr_schedule!r}")
+        self.lr_schedule = self.paper_lr_schedule if lr_schedule == "paper" else lr_schedule
+        self.lr_schedule_interval = check_choice(lr_schedule_interval, "lr_schedule_interval", ("step", "epoch"))
+        self.use_amp = bool(use_amp)
+        if amp_dtype not in (None, torch.bfloat16, torch.float16):
+            raise ValueError(f"amp_dtype must be torch.bfloat16 or torch.float16, got {amp_dtype}")
+        self.amp_dtype = amp_dtype or torch.bfloat16
+        self.seed = check_positive_int(seed, "seed", minimum=0)
+        self.validation_size = check_positive_int(validation_size, "validation_size")
+        self.validation_pgd_steps = check_positive_int(validation_pgd_steps, "validation_pgd_steps")
+        self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
+        if resume and self.checkpoint_dir is None:
+            raise ValueError("resume=True needs a checkpoint_dir to resume from")
+        self.resume = bool(resume)
+        self.verbose = bool(verbose)
+
+        self.device = classifier.device
+        self.network: nn.Module = classifier.model
+        self.model = input_space_model(classifier)
+        self.optimizer: torch.optim.Optimizer = classifier.optimizer
+        self.low, self.high = clip_tensors(classifier, self.device)
+        self.generator = torch.Generator(device=self.device)
+        self.generator.manual_seed(self.seed)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.use_amp and self.amp_dtype == torch.float16)
+        self.history: list[dict[str, float]] = []
+        self._batch_norms = [m for m in self.network.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        self._peak_lrs: list[float] | None = None
+        self._progress = 0.0
+        self._nb_epochs = 1
+        self._sums: dict[str, torch.Tensor] = {}
+        self._weights: dict[str, float] = {}
+
+    # ------------------------------------------------------------------ what a method provides
+
+    @abc.abstractmethod
+    def _train_batch(self, x: torch.Tensor, y: torch.Tensor, eps: float) -> None:
+        """
+        Train on one minibatch: build the adversarial input and call :meth:`_update` (or :meth:`_optimize`).
+
+        :param x: Clean inputs on the classifier's device.
+        :param y: Integer labels.
+        :param eps: The radius to use now (the warm-up schedule applied to ``self.eps``).
+        """
+
+    @property
+    def passes_per_batch(self) -> float:
+        """Forward+backward passes per minibatch that the method's algorithm implies (cost accounting)."""
+        return 1.0
+
+    def _method_state(self) -> dict[str, Any]:
+        """State a method keeps across batches, saved in checkpoints (tensors, numbers, strings, containers)."""
+        return {}
+
+    def _load_method_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`_method_state` returned."""
+
+    def _begin_fit(self, x: torch.Tensor) -> None:
+        """Called once per ``fit`` before the first batch, with a sample batch (e.g. to size a buffer)."""
+
+    # ------------------------------------------------------------------ helpers for methods
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        """Autocast context of the trainer's mixed precision (a no-op without ``use_amp``)."""
+        if not self.use_amp:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of input-space images, with preprocessing and mixed precision applied."""
+        with self._autocast():
+            return self.model(x)
+
+    @property
+    def _attack_loss_scale(self) -> float:
+        """Factor for attack losses so fp16 input gradients do not underflow (signs are unaffected)."""
+        return float(self.scaler.get_scale()) if self.scaler.is_enabled() else 1.0
+
+    def _step_size(self, alpha: float, eps: float) -> float:
+        """A step size given for the full eps, scaled with the warm-up (alpha * eps_now / eps)."""
+        return alpha * eps / self.eps if self.eps else alpha
+
+    @contextlib.contextmanager
+    def _attack_context(self) -> Iterator[None]:
+        """Put the network in the mode of the attack pass (see ``attack_mode``) and back into train mode after."""
+        if self.attack_mode == "eval":
+            self.network.eval()
+            try:
+                yield
+            finally:
+                self.network.train()
+            return
+        saved = [
+            (bn, bn.momentum, bn.num_batches_tracked.clone()) for bn in self._batch_norms if bn.track_running_stats
+        ]
+        for bn, _, _ in saved:
+            bn.momentum = 0.0  # running = (1 - 0) * running + 0 * batch: statistics frozen
+        try:
+            yield
+        finally:
+            for bn, momentum, tracked in saved:
+                bn.momentum = momentum
+                bn.num_batches_tracked.copy_(tracked)
+
+    def _pgd(self, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: float, steps: int, random_start: bool) -> Any:
+        """PGD of :func:`art_fastat.perturbation.pgd` on this trainer's model, range and generator."""
+        with self._attack_context():
+            return pgd(
+                self._forward,
+                x,
+                y,
+                eps,
+                alpha,
+                steps,
+                self.low,
+                self.high,
+                random_start,
+                self.generator,
+                self._attack_loss_scale,
+            )
+
+    def _update(self, x_input: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """
+        One weight update on ``CE(f(x_input), y)``. If ``x_input`` depends on a leaf that requires grad (Free's
+        persistent delta), that leaf's ``.grad`` is filled by the same backward pass.
+
+        :return: The logits of the update's forward pass (detached).
+        """
+        logits = self._forward(x_input)
+        loss = F.cross_entropy(logits.float(), y)
+        self._optimize(loss, logits, y)
+        return logits.detach()
+
+    def _optimize(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
+        """
+        Backward on ``loss``, an optimizer step and the per-step schedule; records loss and accuracy for the history.
+
+        :param loss: Batch-mean training loss, built in train mode.
+        :param logits: Logits whose accuracy is reported (those of the adversarial inputs).
+        :param y: Labels.
+        """
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if not isinstance(self.lr_schedule, str) and self.lr_schedule_interval == "step":
+            self.lr_schedule.step()
+        n = len(y)
+        self._record("loss", loss.detach() * n, n)
+        self._record("accuracy", (logits.detach().argmax(1) == y).sum(), n)
+
+    def _record(self, name: str, total: torch.Tensor | float, weight: float) -> None:
+        """Add ``total`` (a sum over ``weight`` samples) to the epoch mean reported as ``name`` in the history."""
+        self._sums[name] = self._sums.get(name, 0.0) + total
+        self._weights[name] = self._weights.get(name, 0.0) + weight
+
+    def _check_attack(self, attack: Any) -> Any:
+        """
+        Accept a torchattacks attack as a pluggable inner maximizer. It receives and returns input-space images. It
+        must be built on the classifier's model: directly when the classifier has no preprocessing, or on the module
+        of :func:`art_fastat.input_space_model` (or with ``set_normalization_used(mean, std)``) when it has.
+        """
+        import torchattacks
+
+        if not isinstance(attack, torchattacks.attack.Attack):
+            raise TypeError(f"attack must be a torchattacks.Attack, got {type(attack).__name__}")
+        model = attack.model
+        if model is not self.network and getattr(model, "model", None) is not self.network:
+            raise ValueError("attack must be built on classifier.model (or art_fastat.input_space_model(classifier))")
+        if model is self.network and self.model is not self.network and not attack._normalization_applied:
+            raise ValueError(
+                "attack is built on classifier.model but the classifier standardises its inputs: build it on "
+                "art_fastat.input_space_model(classifier) or call attack.set_normalization_used(mean, std)"
+            )
+        if self.eps_warmup_epochs > 0:
+            raise ValueError("eps_warmup_epochs must be 0 with an external attack: its eps is its own and fixed")
+        return attack
+
+    def _run_attack(self, attack: Any, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Run a checked torchattacks attack on input-space images; returns the perturbation."""
+        if attack.model is self.network and attack._normalization_applied:
+            mean, std = self.model.mean, self.model.std
+            return attack((x - mean) / std, y) * std + mean - x
+        return attack(x, y) - x
+
+    # ------------------------------------------------------------------ fit
+
+    def fit(
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        validation_data: tuple[np.ndarray, np.ndarray] | None = None,
+        batch_size: int = 128,
+        nb_epochs: int = 20,
+        **kwargs: Any,
+    ) -> list[dict[str, float]]:
+        """
+        Train the classifier in place.
+
+        :param x: Training inputs, shape ``(n,) + input_shape``, inside ``clip_values``. Never modified.
+        :param y: Integer labels ``(n,)`` or one-hot labels ``(n, nb_classes)``.
+        :param validation_data: Optional ``(x_val, y_val)``: clean and PGD accuracy on its first ``validation_size``
+                                samples are added to the history each epoch.
+        :param batch_size: Minibatch size.
+        :param nb_epochs: Number of epochs (passes over ``x``).
+        :param kwargs: ``verbose`` overrides the constructor's value.
+        :return: The per-epoch history (also kept in ``self.history``).
+        """
+        verbose = self._pop_verbose(kwargs)
+        x, labels = check_data(x, y, self._classifier)
+        batch_size = check_positive_int(batch_size, "batch_size")
+        nb_epochs = check_positive_int(nb_epochs, "nb_epochs")
+        validation = self._prepare_validation(validation_data)
+        x_all = torch.from_numpy(x).to(self.device)
+        y_all = torch.from_numpy(labels).to(self.device)
+        n_batches = -(-len(x_all) // batch_size)
+
+        def batches(epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+            order = torch.randperm(len(x_all), generator=self.generator, device=self.device)
+            for start in range(0, len(order), batch_size):
+                index = order[start : start + batch_size]
+                yield x_all[index], y_all[index]
+
+        return self._train(batches, n_batches, nb_epochs, validation, x_all[:batch_size], verbose)
+
+    def fit_generator(self, generator: Any, nb_epochs: int = 20, **kwargs: Any) -> list[dict[str, float]]:
+        """
+        Train the classifier in place from an ART ``DataGenerator``; each batch is checked before it is used.
+
+        :param generator: An ``art.data_generators.DataGenerator`` yielding numpy or torch ``(x, y)`` batches.
+        :param nb_epochs: Number of epochs (``generator.size / generator.batch_size`` batches each).
+        :param kwargs: ``verbose`` overrides the constructor's value.
+        :return: The per-epoch history.
+        """
+        from art.data_generators import DataGenerator
+
+        if not isinstance(generator, DataGenerator):
+            raise TypeError(f"generator must be an art.data_generators.DataGenerator, got {type(generator).__name__}")
+        verbose = self._pop_verbose(kwargs)
+        nb_epochs = check_positive_int(nb_epochs, "nb_epochs")
+        n_batches = max(1, -(-generator.size // generator.batch_size))
+
+        def to_tensors(batch: tuple[Any, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+            x, y = (b.detach().cpu().numpy() if isinstance(b, torch.Tensor) else b for b in batch)
+            x, labels = check_data(x, y, self._classifier, "generator batch x", "generator batch y")
+            return torch.from_numpy(x).to(self.device), torch.from_numpy(labels).to(self.device)
+
+        first = to_tensors(generator.get_batch())
+
+        def batches(epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+            for _ in range(n_batches):
+                yield to_tensors(generator.get_batch())
+
+        return self._train(batches, n_batches, nb_epochs, None, first[0], verbose)
+
+    def _pop_verbose(self, kwargs: dict[str, Any]) -> bool:
+        verbose = bool(kwargs.pop("verbose", self.verbose))
+        if kwargs:
+            raise TypeError(f"fit got unexpected keyword arguments: {', '.join(sorted(kwargs))}")
+        return verbose
+
+    def _prepare_validation(self, validation_data: Any) -> tuple[torch.Tensor, torch.Tensor] | None:
+        if validation_data is None:
+            return None
+        if not isinstance(validation_data, tuple | list) or len(validation_data) != 2:
+            raise ValueError("validation_data must be a tuple (x_val, y_val)")
+        x_val, y_val = check_data(*validation_data, self._classifier, "validation_data x", "validation_data y")
+        subset = slice(0, self.validation_size)
+        return torch.from_numpy(x_val[subset]).to(self.device), torch.from_numpy(y_val[subset]).to(self.device)
+
+    def _train(
+        self,
+        batches: Any,
+        n_batches: int,
+        nb_epochs: int,
+        validation: tuple[torch.Tensor, torch.Tensor] | None,
+        sample_batch: torch.Tensor,
+        verbose: bool,
+    ) -> list[dict[str, float]]:
+        self._nb_epochs = nb_epochs
+        start_epoch = self._restore() if self.resume else 0
+        if start_epoch == 0:
+            self.history = []
+            self._peak_lrs = [group["lr"] for group in self.optimizer.param_groups]
+            self._begin_fit(sample_batch)
+        self.network.train()
+        progress_bar = tqdm(total=(nb_epochs - start_epoch) * n_batches, disable=not verbose, desc=self.method)
+        for epoch in range(start_epoch, nb_epochs):
+            self._sums, self._weights = {}, {}
+            started = time.perf_counter()
+            for index, (x, y) in enumerate(batches(epoch)):
+                self._progress = epoch + index / n_batches
+                self._apply_lr_schedule()
+                self._train_batch(x, y, self._current_eps())
+                progress_bar.update(1)
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            record = {"epoch": epoch + 1, "seconds": time.perf_counter() - started}
+            record.update({name: float(total) / self._weights[name] for name, total in self._sums.items()})
+            record.update(lr=float(self.optimizer.param_groups[0]["lr"]), eps=self._current_eps())
+            if not np.isfinite(record.get("loss", 0.0)):
+                raise FloatingPointError(f"{self.method}: the training loss became non-finite in epoch {epoch + 1}")
+            if not isinstance(self.lr_schedule, str) and self.lr_schedule_interval == "epoch":
+                self.lr_schedule.step()
+            if validation is not None:
+                record.update(self._validate(*validation))
+            self.history.append(record)
+            progress_bar.set_postfix(loss=f"{record.get('loss', 0):.3f}", acc=f"{record.get('accuracy', 0):.3f}")
+            logger.info("%s epoch %d/%d: %s", self.method, epoch + 1, nb_epochs, _format(record))
+            if self.checkpoint_dir is not None:
+                self._save_checkpoint(epoch + 1)
+        progress_bar.close()
+        return self.history
+
+    def _current_eps(self) -> float:
+        return warmed_up_eps(self.eps or 0.0, self._progress, self.eps_warmup_epochs)
+
+    def _apply_lr_schedule(self) -> None:
+        if not isinstance(self.lr_schedule, str) or self.lr_schedule == "constant":
+            return
+        multiplier = lr_multiplier(self.lr_schedule, self._progress / self._nb_epochs)
+        for group, peak in zip(self.optimizer.param_groups, self._peak_lrs, strict=True):
+            group["lr"] = peak * multiplier
+
+    @torch.no_grad()
+    def _validate(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+        """Clean and PGD accuracy on the fixed validation subset, in eval mode, with a fixed random stream."""
+        started = time.perf_counter()
+        self.network.eval()
+        try:
+            result = {"val_accuracy": float((self._forward(x).argmax(1) == y).float().mean())}
+            if self.eps:
+                generator = torch.Generator(device=self.device)
+                generator.manual_seed(self.seed + 1)
+                with torch.enable_grad():
+                    delta = pgd(self._forward, x, y, self.eps, self.eps / 4, self.validation_pgd_steps,
+                                self.low, self.high, True, generator)  # fmt: skip
+                result["val_pgd_accuracy"] = float((self._forward(x + delta).argmax(1) == y).float().mean())
+        finally:
+            self.network.train()
+        result["val_seconds"] = time.perf_counter() - started
+        return result
+
+    # ------------------------------------------------------------------ checkpoints
+
+    @property
+    def checkpoint_path(self) -> Path | None:
+        """Where the checkpoint is written, if ``checkpoint_dir`` was given."""
+        return None if self.checkpoint_dir is None else self.checkpoint_dir / CHECKPOINT_NAME
+
+    def _save_checkpoint(self, epochs_done: int) -> None:
+        """Write the checkpoint atomically: to a temporary file, flushed to disk, then renamed over the old one."""
+        state = {
+            "format": CHECKPOINT_FORMAT,
+            "method": self.method,
+            "epoch": epochs_done,
+            "model": self.network.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": None if isinstance(self.lr_schedule, str) else self.lr_schedule.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "peak_lrs": self._peak_lrs,
+            "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "history": self.history,
+            "method_state": self._method_state(),
+        }
+        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        temporary = self.checkpoint_path.with_suffix(".tmp")
+        with open(temporary, "wb") as handle:
+            torch.save(state, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, self.checkpoint_path)
+
+    def _restore(self) -> int:
+        """Load the checkpoint (``weights_only=True``: no arbitrary unpickling) and return the epochs it completed."""
+        path = self.checkpoint_path
+        if not path.exists():
+            logger.info("resume=True but %s does not exist: starting from scratch", path)
+            return 0
+        try:
+            state = torch.load(path, map_location=self.device, weights_only=True)
+        except Exception as error:
+            raise ValueError(f"checkpoint_dir holds an unreadable or unsafe checkpoint {path}: {error}") from error
+        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"checkpoint_dir holds {path}, which is not an art_fastat checkpoint")
+        if state["method"] != self.method:
+            raise ValueError(f"checkpoint_dir holds a checkpoint of method {state['method']!r}, not {self.method!r}")
+        self.network.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if state["scheduler"] is not None and not isinstance(self.lr_schedule, str):
+            self.lr_schedule.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self._peak_lrs = state["peak_lrs"]
+        self.generator.set_state(state["generator"].cpu())
+        torch.set_rng_state(state["torch_rng"].cpu())
+        if state["cuda_rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
+        self.history = list(state["history"])
+        self._load_method_state(state["method_state"])
+        logger.info("%s: resumed from %s after epoch %d", self.method, path, state["epoch"])
+        return int(state["epoch"])
+
+
+def _format(record: dict[str, float]) -> str:
+    return ", ".join(f"{key}={value:.4g}" for key, value in record.items() if key != "epoch")

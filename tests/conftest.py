@@ -1,0 +1,61 @@
+"""Shared fixtures: the embedded digits data and small ART classifiers built from a fixed seed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from art.estimators.classification import PyTorchClassifier
+from torch import nn
+
+from art_fastat.protocols import get_protocol
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+MNIST_DIR = REPO_ROOT.parent / "shared" / "data" / "mnist"
+
+
+@pytest.fixture(scope="session")
+def digits() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Protocol P0 splits: 1500 train, 297 test, float32 (n, 1, 8, 8) in [0, 1]."""
+    return get_protocol("digits").load()
+
+
+def tiny_network(seed: int = 0, batch_norm: bool = False) -> nn.Module:
+    """A small digits CNN (optionally with BatchNorm) with weights fixed by ``seed``."""
+    torch.manual_seed(seed)
+    layers: list[nn.Module] = [nn.Conv2d(1, 8, 3, 2, 1)]
+    if batch_norm:
+        layers.append(nn.BatchNorm2d(8))
+    layers += [nn.ReLU(), nn.Flatten(), nn.Linear(8 * 4 * 4, 32), nn.ReLU(), nn.Linear(32, 10)]
+    return nn.Sequential(*layers)
+
+
+def make_classifier(network: nn.Module | None = None, lr: float = 1e-3, **kwargs: object) -> PyTorchClassifier:
+    network = tiny_network() if network is None else network
+    return PyTorchClassifier(
+        network,
+        loss=nn.CrossEntropyLoss(),
+        input_shape=(1, 8, 8),
+        nb_classes=10,
+        optimizer=torch.optim.Adam(network.parameters(), lr=lr),
+        clip_values=(0.0, 1.0),
+        **kwargs,
+    )
+
+
+@pytest.fixture
+def classifier_factory() -> Callable[..., PyTorchClassifier]:
+    return make_classifier
+
+
+def weights(classifier: PyTorchClassifier) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in classifier.model.parameters()]
+
+
+def same_weights(a: list[torch.Tensor], b: list[torch.Tensor], atol: float = 0.0) -> bool:
+    return all(
+        torch.allclose(p, q, atol=atol, rtol=0) if atol else torch.equal(p, q) for p, q in zip(a, b, strict=True)
+    )
