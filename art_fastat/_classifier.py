@@ -109,15 +109,19 @@ def input_space_model(classifier: Any) -> nn.Module:
     return InputSpaceModel(classifier.model, mean, std)
 
 
-def clip_tensors(classifier: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def clip_bounds(classifier: Any, device: torch.device) -> tuple[float | torch.Tensor, float | torch.Tensor]:
     """
-    The classifier's ``clip_values`` as tensors broadcastable to a batch (scalars or per-feature arrays).
+    The classifier's ``clip_values``: floats when scalar (the cheap ``clamp`` path), else tensors broadcastable to a
+    batch.
 
     :param classifier: An ART ``PyTorchClassifier`` with ``clip_values``.
-    :param device: Where the tensors are needed.
+    :param device: Where tensors are needed.
     :return: ``(low, high)``.
     """
-    low, high = (torch.as_tensor(np.asarray(v, dtype=np.float32), device=device) for v in classifier.clip_values)
+    bounds = [np.asarray(value, dtype=np.float32) for value in classifier.clip_values]
+    if all(bound.size == 1 for bound in bounds):
+        return float(bounds[0]), float(bounds[1])
+    low, high = (torch.as_tensor(np.broadcast_to(b, classifier.input_shape).copy(), device=device) for b in bounds)
     return low, high
 
 

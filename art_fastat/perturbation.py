@@ -14,9 +14,11 @@ import torch
 import torch.nn.functional as F
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
+#: An end of the valid range: a number, or a tensor broadcastable to a batch (per-feature clip values).
+Bound = float | torch.Tensor
 
 
-def project(x: torch.Tensor, delta: torch.Tensor, eps: float, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+def project(x: torch.Tensor, delta: torch.Tensor, eps: float, low: Bound, high: Bound) -> torch.Tensor:
     """
     Pi of the method notes: the eps-ball around ``x`` intersected with the valid range.
 
@@ -28,14 +30,14 @@ def project(x: torch.Tensor, delta: torch.Tensor, eps: float, low: torch.Tensor,
     :return: The projected perturbation, so that ``x + delta`` is valid and ``|delta| <= eps``.
     """
     delta = delta.clamp(-eps, eps)
-    return torch.minimum(torch.maximum(x + delta, low), high) - x
+    return (x + delta).clamp(low, high) - x
 
 
 def uniform_start(
     x: torch.Tensor,
     eps: float,
-    low: torch.Tensor,
-    high: torch.Tensor,
+    low: Bound,
+    high: Bound,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """
@@ -77,8 +79,8 @@ def pgd(
     eps: float,
     alpha: float,
     steps: int,
-    low: torch.Tensor,
-    high: torch.Tensor,
+    low: Bound,
+    high: Bound,
     random_start: bool = True,
     generator: torch.Generator | None = None,
     loss_scale: float = 1.0,

@@ -9,6 +9,7 @@ import pytest
 import torch
 import torchattacks
 from art.data_generators import NumpyDataGenerator
+from art.estimators.classification import PyTorchClassifier
 from conftest import make_classifier, same_weights, tiny_network, weights
 from torch import nn
 
@@ -193,13 +194,33 @@ def test_eval_attack_mode_runs_the_attack_in_eval_mode(data):
     assert modes == [False, False, True]
 
 
-def test_fit_generator_trains_from_an_art_data_generator(data):
+def test_fit_generator_trains_on_every_batch_of_an_art_data_generator(data):
     x, y, _, _ = data
     classifier = make_classifier()
     before = weights(classifier)
     generator = NumpyDataGenerator(x, y, batch_size=64, shuffle=True)
-    history = AdversarialTrainerFast(classifier, eps=0.2).fit_generator(generator, nb_epochs=2)
+    drawn = []
+    original = generator.get_batch
+    generator.get_batch = lambda: drawn.append(1) or original()
+    trainer = AdversarialTrainerFast(classifier, eps=0.2)
+    history = trainer.fit_generator(generator, nb_epochs=2)
     assert len(history) == 2 and not same_weights(before, weights(classifier), atol=1e-6)
+    assert len(drawn) == 2 * 4 and trainer._weights["loss"] == 256  # no batch drawn without being trained on
+
+
+def test_per_feature_clip_values_bound_the_perturbation(data):
+    x, y, _, _ = data
+    high = np.full((1, 8, 8), 1.0, dtype=np.float32)
+    high[0, :4] = 0.5
+    network = tiny_network()
+    optimizer = torch.optim.Adam(network.parameters())
+    clip_values = (np.zeros_like(high), high)
+    classifier = PyTorchClassifier(network, nn.CrossEntropyLoss(), (1, 8, 8), 10, optimizer, clip_values=clip_values)
+    x_low = np.minimum(x[:64], high)
+    trainer = AdversarialTrainerPGD(classifier, eps=0.3, steps=3)
+    x_adv = torch.from_numpy(x_low) + trainer._pgd(torch.from_numpy(x_low), torch.from_numpy(y[:64]), 0.3, 0.1, 3, True)
+    assert float(x_adv[:, :, :4].max()) <= 0.5 and float(x_adv[:, :, :4].max()) > 0.45
+    assert float(x_adv.min()) >= 0 and float((x_adv - torch.from_numpy(x_low)).abs().max()) <= 0.3 + 1e-6
 
 
 def test_checkpoint_resume_is_bit_identical(data, tmp_path):
@@ -238,10 +259,11 @@ def test_checkpoint_refuses_pickled_code_and_foreign_files(data, tmp_path):
 def test_torchattacks_attack_plugs_in_as_the_inner_maximizer(data):
     x, y, _, _ = data
     builtin = make_classifier()
-    AdversarialTrainerPGD(builtin, eps=0.1, alpha=0.1, steps=1, random_start=False).fit(x, y, batch_size=64)
+    trainer = AdversarialTrainerPGD(builtin, eps=0.1, alpha=0.1, steps=1, random_start=False)
+    trainer.fit(x, y, batch_size=64, nb_epochs=2)
     external = make_classifier()
     attack = torchattacks.FGSM(external.model, eps=0.1)
-    AdversarialTrainerPGD(external, eps=0.1, attack=attack).fit(x, y, batch_size=64)
+    AdversarialTrainerPGD(external, eps=0.1, attack=attack).fit(x, y, batch_size=64, nb_epochs=2)
     assert same_weights(weights(builtin), weights(external), atol=1e-6)  # FGSM == one PGD step of size eps from 0
 
 

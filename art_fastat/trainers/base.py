@@ -27,7 +27,7 @@ from art.defences.trainer import Trainer
 from torch import nn
 from tqdm.auto import tqdm
 
-from art_fastat._classifier import check_classifier, clip_range, clip_tensors, input_space_model
+from art_fastat._classifier import check_classifier, clip_bounds, clip_range, input_space_model
 from art_fastat._validation import (
     check_choice,
     check_data,
@@ -141,7 +141,7 @@ class AdversarialTrainerBase(Trainer, abc.ABC):
         self.network: nn.Module = classifier.model
         self.model = input_space_model(classifier)
         self.optimizer: torch.optim.Optimizer = classifier.optimizer
-        self.low, self.high = clip_tensors(classifier, self.device)
+        self.low, self.high = clip_bounds(classifier, self.device)
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(self.seed)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.use_amp and self.amp_dtype == torch.float16)
@@ -178,7 +178,8 @@ class AdversarialTrainerBase(Trainer, abc.ABC):
         """Restore what :meth:`_method_state` returned."""
 
     def _begin_fit(self, x: torch.Tensor) -> None:
-        """Called once per ``fit`` before the first batch, with a sample batch (e.g. to size a buffer)."""
+        """Called once per fresh (not resumed) ``fit`` with its first batch, before training on it (e.g. to size a
+        buffer)."""
 
     # ------------------------------------------------------------------ helpers for methods
 
@@ -343,7 +344,7 @@ class AdversarialTrainerBase(Trainer, abc.ABC):
                 index = order[start : start + batch_size]
                 yield x_all[index], y_all[index]
 
-        return self._train(batches, n_batches, nb_epochs, validation, x_all[:batch_size], verbose)
+        return self._train(batches, n_batches, nb_epochs, validation, verbose)
 
     def fit_generator(self, generator: Any, nb_epochs: int = 20, **kwargs: Any) -> list[dict[str, float]]:
         """
@@ -367,13 +368,11 @@ class AdversarialTrainerBase(Trainer, abc.ABC):
             x, labels = check_data(x, y, self._classifier, "generator batch x", "generator batch y")
             return torch.from_numpy(x).to(self.device), torch.from_numpy(labels).to(self.device)
 
-        first = to_tensors(generator.get_batch())
-
         def batches(epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
             for _ in range(n_batches):
                 yield to_tensors(generator.get_batch())
 
-        return self._train(batches, n_batches, nb_epochs, None, first[0], verbose)
+        return self._train(batches, n_batches, nb_epochs, None, verbose)
 
     def _pop_verbose(self, kwargs: dict[str, Any]) -> bool:
         verbose = bool(kwargs.pop("verbose", self.verbose))
@@ -396,21 +395,23 @@ class AdversarialTrainerBase(Trainer, abc.ABC):
         n_batches: int,
         nb_epochs: int,
         validation: tuple[torch.Tensor, torch.Tensor] | None,
-        sample_batch: torch.Tensor,
         verbose: bool,
     ) -> list[dict[str, float]]:
         self._nb_epochs = nb_epochs
         start_epoch = self._restore() if self.resume else 0
-        if start_epoch == 0:
+        starting = start_epoch == 0
+        if starting:
             self.history = []
             self._peak_lrs = [group["lr"] for group in self.optimizer.param_groups]
-            self._begin_fit(sample_batch)
         self.network.train()
         progress_bar = tqdm(total=(nb_epochs - start_epoch) * n_batches, disable=not verbose, desc=self.method)
         for epoch in range(start_epoch, nb_epochs):
             self._sums, self._weights = {}, {}
             started = time.perf_counter()
             for index, (x, y) in enumerate(batches(epoch)):
+                if starting:
+                    self._begin_fit(x)
+                    starting = False
                 self._progress = epoch + index / n_batches
                 self._apply_lr_schedule()
                 self._train_batch(x, y, self._current_eps())

@@ -1,0 +1,166 @@
+"""
+Command line: ``art-fastat train`` trains a method under a benchmark protocol and evaluates it; ``art-fastat
+evaluate`` evaluates saved weights. Methods come from :data:`art_fastat.trainers.TRAINERS`, so a new trainer is
+available here once registered there; its own arguments are passed as ``--option name=value``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+ATTACKS = ("pgd", "cw", "autoattack")
+
+
+def _parse_options(pairs: list[str]) -> dict[str, Any]:
+    """``["alpha=0.1", "random_start=False"]`` -> ``{"alpha": 0.1, "random_start": False}`` (Python literals)."""
+    options = {}
+    for pair in pairs:
+        name, separator, value = pair.partition("=")
+        if not separator or not name.isidentifier():
+            raise SystemExit(f"art-fastat: --option must be NAME=VALUE, got {pair!r}")
+        try:
+            options[name] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            options[name] = value
+    return options
+
+
+def _parse_attacks(text: str) -> tuple[str, ...]:
+    attacks = tuple(a.strip() for a in text.split(",") if a.strip())
+    unknown = [a for a in attacks if a not in ATTACKS]
+    if unknown or not attacks:
+        raise argparse.ArgumentTypeError(f"--attacks must be a comma-separated subset of {','.join(ATTACKS)}")
+    return attacks
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    from art_fastat.protocols import PROTOCOLS
+    from art_fastat.trainers import TRAINERS
+
+    parser = argparse.ArgumentParser(prog="art-fastat", description=__doc__.strip().splitlines()[0])
+    parser.add_argument("--log-level", default="WARNING", help="logging level (default: WARNING)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def common(command: argparse.ArgumentParser) -> None:
+        command.add_argument("--protocol", choices=sorted(PROTOCOLS), default="digits", help="benchmark protocol")
+        command.add_argument("--data-dir", help="directory of the protocol's data files (mnist10k, cifar10)")
+        command.add_argument("--eps", type=float, help="L-inf radius (default: the protocol's)")
+        command.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+        command.add_argument("--attacks", type=_parse_attacks, default=ATTACKS, help="comma-separated, e.g. pgd,cw")
+        command.add_argument("--n-eval", type=int, help="evaluate on the first N test images (default: all)")
+        command.add_argument("--seed", type=int, default=0)
+
+    train = commands.add_parser("train", help="train a method under a protocol, then evaluate it")
+    train.add_argument("--method", choices=sorted(TRAINERS), required=True)
+    common(train)
+    train.add_argument("--epochs", type=int, help="number of epochs (default: the protocol's)")
+    train.add_argument("--batch-size", type=int, help="minibatch size (default: the protocol's)")
+    train.add_argument("--lr", type=float, help="peak learning rate (default: the protocol's)")
+    train.add_argument("--option", action="append", default=[], metavar="NAME=VALUE", help="method argument")
+    train.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint if present")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.add_argument("--out", required=True, help="output directory")
+
+    evaluate = commands.add_parser("evaluate", help="evaluate saved weights under a protocol")
+    evaluate.add_argument("--checkpoint", required=True, help="model.pt written by train, or an engine checkpoint")
+    common(evaluate)
+    evaluate.add_argument("--out", help="directory for report.json and report.md")
+    return parser
+
+
+def _evaluate_and_write(classifier: Any, protocol: Any, args: argparse.Namespace, x: Any, y: Any, eps: float) -> Any:
+    from art_fastat.evaluation import evaluate
+
+    if args.n_eval is not None:
+        x, y = x[: args.n_eval], y[: args.n_eval]
+    report = evaluate(classifier, x, y, eps, attacks=args.attacks, seed=args.seed, **protocol.evaluation_options())
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "report.json").write_text(report.to_json())
+        (out / "report.md").write_text(report.to_markdown())
+    return report
+
+
+def _train(args: argparse.Namespace) -> None:
+    from art_fastat.protocols import get_protocol
+    from art_fastat.trainers import TRAINERS
+
+    protocol = get_protocol(args.protocol)
+    x_train, y_train, x_test, y_test = protocol.load(args.data_dir)
+    classifier = protocol.make_classifier(args.device, args.seed, args.lr)
+    eps = protocol.eps if args.eps is None else args.eps
+    out = Path(args.out)
+    options = {**protocol.trainer_options(), **_parse_options(args.option)}
+    trainer = TRAINERS[args.method](
+        classifier, eps=eps, seed=args.seed, checkpoint_dir=out / "checkpoint", resume=args.resume,
+        verbose=not args.quiet, **options,
+    )  # fmt: skip
+    started = time.perf_counter()
+    history = trainer.fit(
+        x_train, y_train, validation_data=(x_test, y_test),
+        batch_size=args.batch_size or protocol.batch_size, nb_epochs=args.epochs or protocol.nb_epochs,
+    )  # fmt: skip
+    wall_seconds = time.perf_counter() - started
+    torch.save(classifier.model.state_dict(), out / "model.pt")
+    config = {
+        "method": args.method, "protocol": protocol.name, "eps": eps, "seed": args.seed, "options": options,
+        "training_seconds": sum(epoch["seconds"] for epoch in history), "wall_seconds": wall_seconds,
+        "passes_per_batch": trainer.passes_per_batch,
+    }  # fmt: skip
+    (out / "config.json").write_text(json.dumps(config, indent=2, default=str))
+    (out / "history.json").write_text(json.dumps(history, indent=2))
+    report = _evaluate_and_write(classifier, protocol, args, x_test, y_test, eps)
+    print(f"## {args.method} on {protocol.name} (eps={eps:g}): {config['training_seconds']:.1f} s of training\n")
+    print(report.to_markdown())
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    from art_fastat.protocols import get_protocol
+
+    protocol = get_protocol(args.protocol)
+    _, _, x_test, y_test = protocol.load(args.data_dir)
+    classifier = protocol.make_classifier(args.device, args.seed)
+    path = Path(args.checkpoint)
+    if not path.is_file():
+        raise SystemExit(f"art-fastat: --checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location=classifier.device, weights_only=True)
+        state = state.get("model", state)
+        classifier.model.load_state_dict(state)
+    except Exception as error:
+        raise SystemExit(
+            f"art-fastat: --checkpoint {path} holds no weights of the {protocol.model} model: {error}"
+        ) from error
+    eps = protocol.eps if args.eps is None else args.eps
+    print(_evaluate_and_write(classifier, protocol, args, x_test, y_test, eps).to_markdown())
+
+
+def main(argv: list[str] | None = None) -> None:
+    """
+    Entry point of the ``art-fastat`` command.
+
+    :param argv: Arguments (default: ``sys.argv[1:]``).
+    """
+    args = _build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    try:
+        {"train": _train, "evaluate": _evaluate}[args.command](args)
+    except (ValueError, TypeError, FileNotFoundError) as error:
+        print(f"art-fastat: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from error
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,38 @@
+"""PGD-AT and Fast on the engine make the P0 digits model robust to ART's own PGD; natural training does not."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from art.attacks.evasion import ProjectedGradientDescent
+
+from art_fastat.protocols import get_protocol
+from art_fastat.trainers import AdversarialTrainerFast, AdversarialTrainerPGD, NaturalTrainer
+
+EPS = 0.2
+
+
+def _train_and_attack(trainer_class: type, digits, **kwargs: object) -> tuple[float, float]:
+    x_train, y_train, x_test, y_test = digits
+    classifier = get_protocol("digits").make_classifier("cpu", seed=0)
+    trainer_class(classifier, eps=EPS, seed=0, **kwargs).fit(x_train, y_train, batch_size=64, nb_epochs=8)
+    attack = ProjectedGradientDescent(classifier, eps=EPS, eps_step=EPS / 10, max_iter=20, verbose=False)
+    clean = float(np.mean(classifier.predict(x_test).argmax(1) == y_test))
+    robust = float(np.mean(classifier.predict(attack.generate(x_test)).argmax(1) == y_test))
+    return clean, robust
+
+
+@pytest.fixture(scope="module")
+def natural(digits):
+    return _train_and_attack(NaturalTrainer, digits)
+
+
+@pytest.mark.parametrize(
+    ("trainer_class", "kwargs"), [(AdversarialTrainerPGD, {"steps": 5}), (AdversarialTrainerFast, {})]
+)
+def test_adversarial_training_beats_natural_training_under_art_pgd(trainer_class, kwargs, digits, natural):
+    clean, robust = _train_and_attack(trainer_class, digits, **kwargs)
+    natural_clean, natural_robust = natural
+    assert natural_clean > 0.95 and natural_robust < 0.1  # the attack works on an undefended model
+    assert clean > 0.9  # robustness did not cost the task
+    assert robust > natural_robust + 0.3  # measured: 0.47-0.49 against 0.01
