@@ -8,10 +8,13 @@ art_fastat: fast adversarial training methods as native ART trainers, on one dev
 import logging
 from typing import Any
 
+from art_fastat import attacks
 from art_fastat._classifier import input_space_model
 from art_fastat.trainers import (
     AdversarialTrainerBase,
+    AdversarialTrainerDAT,
     AdversarialTrainerFast,
+    AdversarialTrainerGAAT,
     AdversarialTrainerPGD,
     NaturalTrainer,
 )
@@ -32,10 +35,13 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "AdversarialTrainerBase",
+    "AdversarialTrainerDAT",
     "AdversarialTrainerFast",
+    "AdversarialTrainerGAAT",
     "AdversarialTrainerPGD",
     "NaturalTrainer",
     "RobustnessReport",
+    "attacks",
     "evaluate",
     "input_space_model",
     "__version__",

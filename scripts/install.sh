@@ -10,9 +10,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
-PIP=".venv/bin/python -m pip --disable-pip-version-check -q"
-$PIP install "torch==2.13.0"
-$PIP install -c <(echo "torch==2.13.0") \
+# pip warns once per missing local index folder; those lines carry no information.
+pip_install() { .venv/bin/python -m pip --disable-pip-version-check -q install "$@" 2>&1 | { grep -v "is ignored" || true; }; }
+pip_install "torch==2.13.0"
+pip_install -c <(echo "torch==2.13.0") \
     "numpy>=1.23" "adversarial-robustness-toolbox>=1.20" "pyautoattack>=0.2" "scikit-learn>=1.2" \
-    "tqdm>=4.60" "matplotlib>=3.6" "scipy" "pytest>=7" "ruff>=0.5" "mkdocs>=1.5" 2>&1 | { grep -v "is ignored" || true; }
-$PIP install --no-deps "torchattacks>=3.5,<3.6" -e . 2>&1 | { grep -v "is ignored" || true; }
+    "tqdm>=4.60" "matplotlib>=3.6" "scipy" "pytest>=7" "ruff>=0.5" "mkdocs>=1.5"
+pip_install --no-deps "torchattacks>=3.5,<3.6" -e .

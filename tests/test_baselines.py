@@ -1,4 +1,4 @@
-"""PGD-AT and Fast on the engine make the P0 digits model robust to ART's own PGD; natural training does not."""
+"""Every adversarial trainer makes the P0 digits model robust to ART's own PGD; natural training does not."""
 
 from __future__ import annotations
 
@@ -7,7 +7,13 @@ import pytest
 from art.attacks.evasion import ProjectedGradientDescent
 
 from art_fastat.protocols import get_protocol
-from art_fastat.trainers import AdversarialTrainerFast, AdversarialTrainerPGD, NaturalTrainer
+from art_fastat.trainers import (
+    AdversarialTrainerFast,
+    AdversarialTrainerGAAT,
+    AdversarialTrainerPGD,
+    NaturalTrainer,
+    dat_gaat,
+)
 
 EPS = 0.2
 
@@ -28,7 +34,15 @@ def natural(digits):
 
 
 @pytest.mark.parametrize(
-    ("trainer_class", "kwargs"), [(AdversarialTrainerPGD, {"steps": 5}), (AdversarialTrainerFast, {})]
+    ("trainer_class", "kwargs"),
+    [
+        (AdversarialTrainerPGD, {"steps": 5}),
+        (AdversarialTrainerFast, {}),
+        (AdversarialTrainerGAAT, {}),
+        (AdversarialTrainerGAAT, {"hessian": "diagonal"}),
+        (dat_gaat, {"switch_epoch": 2}),
+    ],
+    ids=["pgd", "fast", "gaat-gn", "gaat-diagonal", "dat+gaat"],
 )
 def test_adversarial_training_beats_natural_training_under_art_pgd(trainer_class, kwargs, digits, natural):
     clean, robust = _train_and_attack(trainer_class, digits, **kwargs)

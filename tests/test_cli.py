@@ -37,6 +37,16 @@ def test_method_options_reach_the_trainer(tmp_path):
     assert json.loads((out / "config.json").read_text())["passes_per_batch"] == 4
 
 
+def test_dat_gaat_from_the_command_line_records_its_switch(tmp_path):
+    out = tmp_path / "run"
+    options = ["--option", "switch_epoch=1", "--option", "inner_options={'steps': 3}"]
+    main(["train", "--method", "dat+gaat", "--protocol", "digits", "--epochs", "2", "--attacks", "pgd", "--n-eval",
+          "20", *options, "--quiet", "--out", str(out)])  # fmt: skip
+    history = json.loads((out / "history.json").read_text())
+    assert [r["adversarial"] for r in history] == [0, 1] and history[1]["switch_epoch"] == 2
+    assert json.loads((out / "config.json").read_text())["passes_per_batch"] == 1.5
+
+
 def test_bad_arguments_exit_with_a_clear_message(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["train", "--method", "nope", "--out", str(tmp_path)])

@@ -1,11 +1,45 @@
 """ART trainers of art_fastat: the engine and one small class per method."""
 
+from collections.abc import Callable
+from typing import Any
+
 from art_fastat.trainers.base import AdversarialTrainerBase
+from art_fastat.trainers.dat import AdversarialTrainerDAT
 from art_fastat.trainers.fast import AdversarialTrainerFast
+from art_fastat.trainers.gaat import AdversarialTrainerGAAT
 from art_fastat.trainers.natural import NaturalTrainer
 from art_fastat.trainers.pgd import AdversarialTrainerPGD
 
-#: Trainer classes by the method name used by the CLI and the benchmarks; later methods add themselves here.
-TRAINERS = {cls.method: cls for cls in (NaturalTrainer, AdversarialTrainerPGD, AdversarialTrainerFast)}
 
-__all__ = ["AdversarialTrainerBase", "AdversarialTrainerFast", "AdversarialTrainerPGD", "NaturalTrainer", "TRAINERS"]
+def dat_gaat(classifier: Any, eps: float = 0.3, **kwargs: Any) -> AdversarialTrainerDAT:
+    """
+    DAT+GAAT (paper 000, Table 4): natural epochs, then GAAT. GAAT's own arguments go in ``inner_options``.
+
+    :param classifier: The ART ``PyTorchClassifier`` to train in place.
+    :param eps: L-inf radius.
+    :param kwargs: Arguments of :class:`AdversarialTrainerDAT`.
+    :return: The DAT trainer.
+    """
+    return AdversarialTrainerDAT(classifier, eps, inner="gaat", **kwargs)
+
+
+#: Trainer factories by the method name used by the CLI and the benchmarks.
+TRAINERS: dict[str, Callable[..., AdversarialTrainerBase]] = {
+    "natural": NaturalTrainer,
+    "pgd": AdversarialTrainerPGD,
+    "fast": AdversarialTrainerFast,
+    "gaat": AdversarialTrainerGAAT,
+    "dat": AdversarialTrainerDAT,
+    "dat+gaat": dat_gaat,
+}
+
+__all__ = [
+    "TRAINERS",
+    "AdversarialTrainerBase",
+    "AdversarialTrainerDAT",
+    "AdversarialTrainerFast",
+    "AdversarialTrainerGAAT",
+    "AdversarialTrainerPGD",
+    "NaturalTrainer",
+    "dat_gaat",
+]

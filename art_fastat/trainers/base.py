@@ -177,6 +177,9 @@ class AdversarialTrainerBase(Trainer, abc.ABC):
     def _load_method_state(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`_method_state` returned."""
 
+    def _end_epoch(self, record: dict[str, Any]) -> None:
+        """Called after every epoch with its history record, which a method may extend."""
+
     def _begin_fit(self, x: torch.Tensor) -> None:
         """Called once per fresh (not resumed) ``fit`` with its first batch, before training on it (e.g. to size a
         buffer)."""
@@ -427,6 +430,7 @@ class AdversarialTrainerBase(Trainer, abc.ABC):
                 self.lr_schedule.step()
             if validation is not None:
                 record.update(self._validate(*validation))
+            self._end_epoch(record)
             self.history.append(record)
             progress_bar.set_postfix(loss=f"{record.get('loss', 0):.3f}", acc=f"{record.get('accuracy', 0):.3f}")
             logger.info("%s epoch %d/%d: %s", self.method, epoch + 1, nb_epochs, _format(record))

@@ -12,7 +12,7 @@ import math
 import numpy as np
 
 #: Named learning-rate schedules: a multiplier of the optimizer's own (peak) learning rate at ``fraction`` of training.
-LR_SCHEDULES = ("constant", "triangle", "cyclic", "multistep", "cosine")
+LR_SCHEDULES = ("constant", "triangle", "cyclic", "multistep", "multistep_gaat", "cosine")
 
 
 def lr_multiplier(name: str, fraction: float) -> float:
@@ -23,6 +23,7 @@ def lr_multiplier(name: str, fraction: float) -> float:
         - ``triangle``: linear 0 -> peak at 2/5 of training -> 0 (locuslab/fast_adversarial MNIST, protocol P1);
         - ``cyclic``: linear 0 -> peak at 1/2 -> 0 (locuslab/fast_adversarial CIFAR-10, Fast and Free);
         - ``multistep``: x0.1 at 1/2 and again at 3/4 of training (Madry et al.; Rice et al. 2020);
+        - ``multistep_gaat``: x0.2 at 30%, 60% and 80% of training (paper 000: epochs 60, 120, 160 of 200);
         - ``cosine``: half a cosine from peak to 0.
     :param fraction: Progress in [0, 1].
     :return: The multiplier of the peak learning rate.
@@ -35,6 +36,8 @@ def lr_multiplier(name: str, fraction: float) -> float:
         return float(np.interp(fraction, [0.0, 0.5, 1.0], [0.0, 1.0, 0.0]))
     if name == "multistep":
         return 0.1 ** ((fraction >= 0.5) + (fraction >= 0.75))
+    if name == "multistep_gaat":
+        return 0.2 ** ((fraction >= 0.3) + (fraction >= 0.6) + (fraction >= 0.8))
     if name == "cosine":
         return 0.5 * (1.0 + math.cos(math.pi * min(max(fraction, 0.0), 1.0)))
     raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, 'paper' or a scheduler, got {name!r}")
