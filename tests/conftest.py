@@ -23,6 +23,17 @@ def digits() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     return get_protocol("digits").load()
 
 
+class Standardise(nn.Module):
+    """``(x - mean) / std`` inside the network: the un-normalised twin of a classifier with ``preprocessing``."""
+
+    def __init__(self, mean: float, std: float) -> None:
+        super().__init__()
+        self.mean, self.std = mean, std
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
 def tiny_network(seed: int = 0, batch_norm: bool = False) -> nn.Module:
     """A small digits CNN (optionally with BatchNorm) with weights fixed by ``seed``."""
     torch.manual_seed(seed)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from art.estimators.classification import PyTorchClassifier
+from conftest import Standardise
 from sklearn.datasets import load_digits
 from torch import nn
 
@@ -16,17 +17,6 @@ from art_fastat import evaluation
 from art_fastat.evaluation import RobustnessReport, evaluate
 
 QUICK_AUTOATTACK = {"autoattack_version": "custom", "autoattack_attacks": ["apgd-ce"]}
-
-
-class Standardise(nn.Module):
-    """``(x - mean) / std`` inside the network."""
-
-    def __init__(self, mean: float, std: float) -> None:
-        super().__init__()
-        self.mean, self.std = mean, std
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
 
 
 class Destandardise(nn.Module):
