@@ -6,6 +6,7 @@ from typing import Any
 from art_fastat.trainers.base import AdversarialTrainerBase
 from art_fastat.trainers.dat import AdversarialTrainerDAT
 from art_fastat.trainers.fast import AdversarialTrainerFast
+from art_fastat.trainers.free import AdversarialTrainerFree
 from art_fastat.trainers.gaat import AdversarialTrainerGAAT
 from art_fastat.trainers.natural import NaturalTrainer
 from art_fastat.trainers.pgd import AdversarialTrainerPGD
@@ -31,6 +32,7 @@ TRAINERS: dict[str, Callable[..., AdversarialTrainerBase]] = {
     "gaat": AdversarialTrainerGAAT,
     "dat": AdversarialTrainerDAT,
     "dat+gaat": dat_gaat,
+    "free": AdversarialTrainerFree,
 }
 
 __all__ = [
@@ -38,6 +40,7 @@ __all__ = [
     "AdversarialTrainerBase",
     "AdversarialTrainerDAT",
     "AdversarialTrainerFast",
+    "AdversarialTrainerFree",
     "AdversarialTrainerGAAT",
     "AdversarialTrainerPGD",
     "NaturalTrainer",

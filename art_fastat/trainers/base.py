@@ -170,6 +170,14 @@ class AdversarialTrainerBase(Trainer, abc.ABC):
         """Forward+backward passes per minibatch that the method's algorithm implies (cost accounting)."""
         return 1.0
 
+    @property
+    def replays(self) -> int:
+        """
+        Weight updates per minibatch (Free's ``m``). For a replaying method ``nb_epochs`` counts passes: ``fit`` runs
+        ``ceil(nb_epochs / replays)`` passes over the data, and schedules and warm-up progress in passes.
+        """
+        return 1
+
     def _method_state(self) -> dict[str, Any]:
         """State a method keeps across batches, saved in checkpoints (tensors, numbers, strings, containers)."""
         return {}
@@ -400,28 +408,34 @@ class AdversarialTrainerBase(Trainer, abc.ABC):
         validation: tuple[torch.Tensor, torch.Tensor] | None,
         verbose: bool,
     ) -> list[dict[str, float]]:
-        self._nb_epochs = nb_epochs
+        data_epochs = -(-nb_epochs // self.replays)
+        if data_epochs * self.replays != nb_epochs:
+            logger.warning("%s: nb_epochs=%d is not a multiple of replays=%d; running %d passes over the data",
+                           self.method, nb_epochs, self.replays, data_epochs)  # fmt: skip
+        self._nb_epochs = data_epochs * self.replays
         start_epoch = self._restore() if self.resume else 0
         starting = start_epoch == 0
         if starting:
             self.history = []
             self._peak_lrs = [group["lr"] for group in self.optimizer.param_groups]
         self.network.train()
-        progress_bar = tqdm(total=(nb_epochs - start_epoch) * n_batches, disable=not verbose, desc=self.method)
-        for epoch in range(start_epoch, nb_epochs):
+        progress_bar = tqdm(total=(data_epochs - start_epoch) * n_batches, disable=not verbose, desc=self.method)
+        for epoch in range(start_epoch, data_epochs):
             self._sums, self._weights = {}, {}
             started = time.perf_counter()
             for index, (x, y) in enumerate(batches(epoch)):
                 if starting:
                     self._begin_fit(x)
                     starting = False
-                self._progress = epoch + index / n_batches
+                self._progress = (epoch + index / n_batches) * self.replays
                 self._apply_lr_schedule()
                 self._train_batch(x, y, self._current_eps())
                 progress_bar.update(1)
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
             record = {"epoch": epoch + 1, "seconds": time.perf_counter() - started}
+            if self.replays > 1:
+                record["passes"] = (epoch + 1) * self.replays
             record.update({name: float(total) / self._weights[name] for name, total in self._sums.items()})
             record.update(lr=float(self.optimizer.param_groups[0]["lr"]), eps=self._current_eps())
             if not np.isfinite(record.get("loss", 0.0)):
@@ -433,7 +447,7 @@ class AdversarialTrainerBase(Trainer, abc.ABC):
             self._end_epoch(record)
             self.history.append(record)
             progress_bar.set_postfix(loss=f"{record.get('loss', 0):.3f}", acc=f"{record.get('accuracy', 0):.3f}")
-            logger.info("%s epoch %d/%d: %s", self.method, epoch + 1, nb_epochs, _format(record))
+            logger.info("%s epoch %d/%d: %s", self.method, epoch + 1, data_epochs, _format(record))
             if self.checkpoint_dir is not None:
                 self._save_checkpoint(epoch + 1)
         progress_bar.close()
