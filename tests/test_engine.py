@@ -10,10 +10,11 @@ import torch
 import torchattacks
 from art.data_generators import NumpyDataGenerator
 from art.estimators.classification import PyTorchClassifier
-from conftest import make_classifier, same_weights, tiny_network, weights
+from conftest import Standardise, make_classifier, same_weights, tiny_network, weights
 from torch import nn
 
 import art_fastat
+from art_fastat.perturbation import uniform_start
 from art_fastat.trainers import AdversarialTrainerFast, AdversarialTrainerPGD, NaturalTrainer
 from art_fastat.trainers.schedules import lr_multiplier, warmed_up_eps
 
@@ -26,21 +27,12 @@ def data(digits):
     return x_train[:N], y_train[:N], x_test, y_test
 
 
-class _Standardise(nn.Module):
-    def __init__(self, mean: float, std: float) -> None:
-        super().__init__()
-        self.mean, self.std = mean, std
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
-
-
 def test_normalised_classifier_trains_like_network_that_standardises_itself(data):
     x, y, _, _ = data
     mean, std = 0.3, 0.4
     normalised = make_classifier(tiny_network(seed=1), preprocessing=(mean, std))
     inner = tiny_network(seed=1)
-    internal = make_classifier(nn.Sequential(_Standardise(mean, std), inner))
+    internal = make_classifier(nn.Sequential(Standardise(mean, std), inner))
     for classifier in (normalised, internal):
         AdversarialTrainerPGD(classifier, eps=0.2, steps=3, seed=5).fit(x, y, batch_size=64, nb_epochs=2)
     assert same_weights(weights(normalised), list(inner.parameters()), atol=1e-5)
@@ -206,6 +198,19 @@ def test_fit_generator_trains_on_every_batch_of_an_art_data_generator(data):
     history = trainer.fit_generator(generator, nb_epochs=2)
     assert len(history) == 2 and not same_weights(before, weights(classifier), atol=1e-6)
     assert len(drawn) == 2 * 4 and trainer._weights["loss"] == 256  # no batch drawn without being trained on
+
+
+def test_random_start_covers_the_whole_ball_and_the_steps_stay_valid(data):
+    # The start is not clipped to the valid range (clipping it made Fast overfit catastrophically on MNIST), but
+    # every adversarial input the engine trains on is inside clip_values.
+    x, y, _, _ = data
+    xb, yb = torch.from_numpy(x[:64]), torch.from_numpy(y[:64])
+    start = uniform_start(xb, 0.2, torch.Generator().manual_seed(0))
+    background = xb == 0
+    assert float(start[background].min()) < -0.19 and float(start[background].max()) > 0.19
+    trainer = AdversarialTrainerFast(make_classifier(), eps=0.2)
+    x_adv = xb + trainer._pgd(xb, yb, 0.2, 0.25, 1, True)
+    assert float(x_adv.min()) >= 0 and float(x_adv.max()) <= 1 and float((x_adv - xb).abs().max()) <= 0.2 + 1e-6
 
 
 def test_per_feature_clip_values_bound_the_perturbation(data):

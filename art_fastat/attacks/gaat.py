@@ -104,8 +104,9 @@ def taylor_ascent(
 
     - ``"gauss_newton"`` (eq. 8): ``H = J J^T`` per sample, so ``H delta = J <J, delta>``. Then
       ``sign(J + J <J, delta>) = sign(1 + <J, delta>) sign(J)``: while ``1 + <J, delta_0> > 0`` every step moves along
-      ``sign(J)`` and the result is one step of ``steps * alpha`` along ``sign(J)`` from ``delta_0``, clipped: FGSM
-      with random start, with J taken at the natural point (Wong et al. take it at ``x + delta_0``); when
+      ``sign(J)`` and the result is one step of ``steps * alpha`` along ``sign(J)`` from ``delta_0``, clipped (exactly
+      so where ``x + delta_0`` is inside the valid range): FGSM with random start, with J taken at the natural point
+      (Wong et al. take it at ``x + delta_0``); when
       ``1 + <J, delta_0> < 0`` every step moves *down* the loss. Both follow from the paper's update, implemented as
       printed; :attr:`TaylorAscent.descending` says which samples fell in the second case.
     - ``"diagonal"`` (eq. 10): ``diag(H) ~ mean_s z_s * (H z_s)`` with Rademacher probes ``z_s`` and Hessian-vector
@@ -136,7 +137,7 @@ def taylor_ascent(
     def hessian_times(delta: torch.Tensor) -> torch.Tensor:
         return curvature * delta if diagonal else jacobian * _per_sample_dot(jacobian, delta)
 
-    delta = uniform_start(x, eps, low, high, generator) if random_start else torch.zeros_like(x)
+    delta = uniform_start(x, eps, generator) if random_start else torch.zeros_like(x)
     descending = None if diagonal else (1 + _per_sample_dot(jacobian, delta).flatten() < 0)
     for _ in range(steps):
         delta = project(x, delta + alpha * (jacobian + hessian_times(delta)).sign(), eps, low, high)
