@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torchattacks.attack import Attack
 
 from art_fastat._validation import check_choice, check_non_negative_float, check_positive_int
-from art_fastat.perturbation import Bound, Forward, project, uniform_start
+from art_fastat.perturbation import Bound, Forward, uniform_start
 
 HESSIANS = ("gauss_newton", "diagonal")
 
@@ -53,7 +53,8 @@ def jacobian_and_curvature(
     natural_loss = objective(forward(x_natural), y)
     diagonal = hessian == "diagonal"
     (jacobian,) = torch.autograd.grad(natural_loss.sum() * loss_scale, x_natural, create_graph=diagonal)
-    jacobian = jacobian / loss_scale
+    if loss_scale != 1.0:
+        jacobian = jacobian / loss_scale
     curvature = None
     if diagonal:
         curvature = torch.zeros_like(x)
@@ -74,10 +75,19 @@ class TaylorAscent:
     delta: torch.Tensor
     #: Per-sample loss at the natural point, l(x).
     natural_loss: torch.Tensor
-    #: Per-sample prediction of the Taylor model for ``delta``: <J, delta> + delta^T H delta / 2.
-    predicted_increase: torch.Tensor
+    #: J at the natural point.
+    jacobian: torch.Tensor
+    #: Diagonal Hessian estimate, or None for Gauss-Newton.
+    curvature: torch.Tensor | None
     #: Gauss-Newton only: samples with 1 + <J, delta_0> < 0, for which every step moves *down* the model's loss.
     descending: torch.Tensor | None
+
+    def predicted_increase(self) -> torch.Tensor:
+        """Per-sample increase the Taylor model predicts for ``delta``: <J, delta> + delta^T H delta / 2 (eq. 3)."""
+        linear = _per_sample_dot(self.jacobian, self.delta)
+        gauss_newton = self.curvature is None  # delta^T J J^T delta = <J, delta>^2
+        quadratic = linear**2 if gauss_newton else _per_sample_dot(self.delta, self.curvature * self.delta)
+        return (linear + quadratic / 2).flatten()
 
 
 def taylor_ascent(
@@ -134,15 +144,18 @@ def taylor_ascent(
         forward, x, y, hessian, hutchinson_samples, generator, objective, loss_scale
     )
 
-    def hessian_times(delta: torch.Tensor) -> torch.Tensor:
-        return curvature * delta if diagonal else jacobian * _per_sample_dot(jacobian, delta)
-
     delta = uniform_start(x, eps, generator) if random_start else torch.zeros_like(x)
     descending = None if diagonal else (1 + _per_sample_dot(jacobian, delta).flatten() < 0)
+    # Pi as one clamp against the per-batch box [max(-eps, low - x), min(eps, high - x)].
+    lower, upper = torch.clamp(low - x, min=-eps), torch.clamp(high - x, max=eps)
+    jacobian_sign = jacobian.sign()
     for _ in range(steps):
-        delta = project(x, delta + alpha * (jacobian + hessian_times(delta)).sign(), eps, low, high)
-    predicted = _per_sample_dot(jacobian, delta) + _per_sample_dot(delta, hessian_times(delta)) / 2
-    return TaylorAscent(delta.detach(), natural_loss, predicted.flatten(), descending)
+        if diagonal:
+            direction = (jacobian + curvature * delta).sign()
+        else:  # sign(J + J <J, delta>) = sign(1 + <J, delta>) sign(J): one per-sample dot product per step
+            direction = jacobian_sign * (1 + _per_sample_dot(jacobian, delta)).sign()
+        delta = torch.clamp(delta + alpha * direction, lower, upper)
+    return TaylorAscent(delta.detach(), natural_loss, jacobian, curvature, descending)
 
 
 class GAAT(Attack):

@@ -84,5 +84,5 @@ class AdversarialTrainerGAAT(AdversarialTrainerBase):
             self._record("descent_fraction", ascent.descending.sum(), len(y))
         if self.track_residual:
             adversarial_loss = F.cross_entropy(logits.float(), y, reduction="none")
-            residual = (adversarial_loss - ascent.natural_loss - ascent.predicted_increase).abs()
+            residual = (adversarial_loss - ascent.natural_loss - ascent.predicted_increase()).abs()
             self._record("residual", residual.sum(), len(y))
