@@ -4,7 +4,7 @@ Follow-up to ``benchmarks/gaat.py``: GAAT-GN's total step ``T * alpha`` and cata
 With the Gauss-Newton Hessian GAAT's adversary is ``clip(delta_0 + T alpha sign(J(x)))``; once ``T alpha`` exceeds
 ``2 eps`` it is FGSM at full eps from the natural point, whatever the random start. This runs, on P1 (eps 0.3, warm-up,
 10 epochs): Fast with and without the eps warm-up (protocol.md's hand-written reference: FGSM-RS without warm-up
-0.989 / 0.830 PGD-50), and GAAT-GN with ``T alpha`` = 2.5 eps (``alpha = eps / 4``, the previous default) and 1.25 eps
+0.989 / 0.830 PGD-50), and GAAT-GN with ``T alpha`` = 2.5 eps (``alpha = eps / 4``, the default) and 1.25 eps
 (Fast's step), each evaluated with PGD-50-10.
 
     python benchmarks/gaat_step.py --data-dir ../shared/data/mnist [--n-pgd 500]
