@@ -22,8 +22,14 @@ logger = logging.getLogger(__name__)
 ATTACKS = ("pgd", "cw", "autoattack")
 
 
-def _parse_options(pairs: list[str]) -> dict[str, Any]:
-    """``["alpha=0.1", "random_start=False"]`` -> ``{"alpha": 0.1, "random_start": False}`` (Python literals)."""
+def parse_options(pairs: list[str]) -> dict[str, Any]:
+    """
+    ``["alpha=0.1", "random_start=False"]`` -> ``{"alpha": 0.1, "random_start": False}``: values are Python literals,
+    anything else stays a string.
+
+    :param pairs: ``NAME=VALUE`` strings.
+    :return: The options.
+    """
     options = {}
     for pair in pairs:
         name, separator, value = pair.partition("=")
@@ -102,7 +108,7 @@ def _train(args: argparse.Namespace) -> None:
     classifier = protocol.make_classifier(args.device, args.seed, args.lr)
     eps = protocol.eps if args.eps is None else args.eps
     out = Path(args.out)
-    options = {**protocol.trainer_options(), **_parse_options(args.option)}
+    options = {**protocol.trainer_options(), **parse_options(args.option)}
     trainer = TRAINERS[args.method](
         classifier, eps=eps, seed=args.seed, checkpoint_dir=out / "checkpoint", resume=args.resume,
         verbose=not args.quiet, **options,

@@ -8,27 +8,20 @@ repeated, median reported (these machines are shared and noisy, so whole runs on
 from __future__ import annotations
 
 import argparse
-import ast
 import statistics
 import time
 
 import torch
 
+from art_fastat.cli import parse_options
 from art_fastat.protocols import get_protocol
 from art_fastat.trainers import TRAINERS
 
 
 def parse_method(text: str) -> tuple[str, dict[str, object]]:
-    """``"gaat:hessian=diagonal;steps=5"`` -> ``("gaat", {"hessian": "diagonal", "steps": 5})``."""
+    """``"gaat:hessian='diagonal';steps=5"`` -> ``("gaat", {"hessian": "diagonal", "steps": 5})``."""
     name, _, options = text.partition(":")
-    parsed = {}
-    for pair in filter(None, options.split(";")):
-        key, _, value = pair.partition("=")
-        try:
-            parsed[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            parsed[key] = value
-    return name, parsed
+    return name, parse_options([pair for pair in options.split(";") if pair])
 
 
 def main() -> None:
