@@ -8,7 +8,9 @@ from art.attacks.evasion import ProjectedGradientDescent
 
 from art_fastat.protocols import get_protocol
 from art_fastat.trainers import (
+    AdversarialTrainerATCD,
     AdversarialTrainerFast,
+    AdversarialTrainerFree,
     AdversarialTrainerGAAT,
     AdversarialTrainerPGD,
     NaturalTrainer,
@@ -21,7 +23,9 @@ EPS = 0.2
 def _train_and_attack(trainer_class: type, digits, **kwargs: object) -> tuple[float, float]:
     x_train, y_train, x_test, y_test = digits
     classifier = get_protocol("digits").make_classifier("cpu", seed=0)
-    trainer_class(classifier, eps=EPS, seed=0, **kwargs).fit(x_train, y_train, batch_size=64, nb_epochs=8)
+    trainer = trainer_class(classifier, eps=EPS, seed=0, **kwargs)
+    # replay methods count passes: 32 passes are 4 passes over the data for Free-8 and ATCD (T K = 8)
+    trainer.fit(x_train, y_train, batch_size=64, nb_epochs=8 if trainer.replays == 1 else 32)
     attack = ProjectedGradientDescent(classifier, eps=EPS, eps_step=EPS / 10, max_iter=20, verbose=False)
     clean = float(np.mean(classifier.predict(x_test).argmax(1) == y_test))
     robust = float(np.mean(classifier.predict(attack.generate(x_test)).argmax(1) == y_test))
@@ -41,12 +45,14 @@ def natural(digits):
         (AdversarialTrainerGAAT, {}),
         (AdversarialTrainerGAAT, {"hessian": "diagonal"}),
         (dat_gaat, {"switch_epoch": 2}),
+        (AdversarialTrainerFree, {"replays": 8}),
+        (AdversarialTrainerATCD, {}),
     ],
-    ids=["pgd", "fast", "gaat-gn", "gaat-diagonal", "dat+gaat"],
+    ids=["pgd", "fast", "gaat-gn", "gaat-diagonal", "dat+gaat", "free-8", "atcd"],
 )
 def test_adversarial_training_beats_natural_training_under_art_pgd(trainer_class, kwargs, digits, natural):
     clean, robust = _train_and_attack(trainer_class, digits, **kwargs)
     natural_clean, natural_robust = natural
     assert natural_clean > 0.95 and natural_robust < 0.1  # the attack works on an undefended model
     assert clean > 0.9  # robustness did not cost the task
-    assert robust > natural_robust + 0.3  # measured: 0.47-0.49 against 0.01
+    assert robust > natural_robust + 0.3  # measured: 0.47-0.56 against 0.01

@@ -47,6 +47,18 @@ def test_dat_gaat_from_the_command_line_records_its_switch(tmp_path):
     assert json.loads((out / "config.json").read_text())["passes_per_batch"] == 1.5
 
 
+@pytest.mark.parametrize(
+    ("method", "options", "data_passes", "passes"), [("free", ["replays=2"], 2, 2), ("atcd", ["repeats=2"], 1, 6)]
+)
+def test_replay_methods_from_the_command_line_count_epochs_in_passes(method, options, data_passes, passes, tmp_path):
+    out = tmp_path / "run"
+    main(["train", "--method", method, "--protocol", "digits", "--epochs", "4", "--attacks", "pgd", "--n-eval", "20",
+          *(f"--option={option}" for option in options), "--quiet", "--out", str(out)])  # fmt: skip
+    history = json.loads((out / "history.json").read_text())
+    assert len(history) == data_passes and history[-1]["passes"] == 4  # --epochs counts passes
+    assert json.loads((out / "config.json").read_text())["passes_per_batch"] == passes
+
+
 def test_bad_arguments_exit_with_a_clear_message(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["train", "--method", "nope", "--out", str(tmp_path)])

@@ -4,5 +4,6 @@ Attacks of art_fastat as ``torchattacks.Attack`` subclasses: usable standalone, 
 """
 
 from art_fastat.attacks.gaat import GAAT
+from art_fastat.attacks.hmc import HMC
 
-__all__ = ["GAAT"]
+__all__ = ["GAAT", "HMC"]

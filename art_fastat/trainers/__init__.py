@@ -3,6 +3,7 @@
 from collections.abc import Callable
 from typing import Any
 
+from art_fastat.trainers.atcd import AdversarialTrainerATCD
 from art_fastat.trainers.base import AdversarialTrainerBase
 from art_fastat.trainers.dat import AdversarialTrainerDAT
 from art_fastat.trainers.fast import AdversarialTrainerFast
@@ -33,10 +34,12 @@ TRAINERS: dict[str, Callable[..., AdversarialTrainerBase]] = {
     "dat": AdversarialTrainerDAT,
     "dat+gaat": dat_gaat,
     "free": AdversarialTrainerFree,
+    "atcd": AdversarialTrainerATCD,
 }
 
 __all__ = [
     "TRAINERS",
+    "AdversarialTrainerATCD",
     "AdversarialTrainerBase",
     "AdversarialTrainerDAT",
     "AdversarialTrainerFast",
