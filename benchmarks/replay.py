@@ -16,18 +16,16 @@ Free-m and ATCD against natural training and RAT on protocol P1 (``mnist10k``), 
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import markdown_table, time_interleaved, train_and_evaluate  # noqa: E402
 from engine import hand_written_free_epoch  # noqa: E402
 
-from art_fastat.evaluation import evaluate  # noqa: E402
 from art_fastat.protocols import get_protocol  # noqa: E402
 from art_fastat.trainers import TRAINERS  # noqa: E402
 
@@ -46,47 +44,9 @@ INVESTIGATION: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 
-def time_passes(data: tuple, repeats: int) -> dict[str, float]:
-    """Median seconds of one pass over the data per configuration, the configurations interleaved."""
-    protocol = get_protocol("mnist10k")
-    x, y = data[0], data[1]
-    runs = {**VARIANTS, "Free-8 hand-written": ("free-hand", {})}
-    seconds: dict[str, list[float]] = {label: [] for label in runs}
-    for repeat in range(repeats):
-        for label, (name, options) in runs.items():
-            classifier = protocol.make_classifier("cpu", seed=repeat)
-            started = time.perf_counter()
-            if name == "free-hand":
-                hand_written_free_epoch(classifier, x, y, 8, repeat)
-            else:
-                trainer = TRAINERS[name](classifier, eps=protocol.eps, seed=repeat, **options)
-                trainer.fit(x, y, batch_size=protocol.batch_size, nb_epochs=trainer.replays)
-            seconds[label].append(time.perf_counter() - started)
-            print(f"  repeat {repeat + 1}/{repeats} {label}: {seconds[label][-1]:.2f} s", flush=True)
-    return {label: statistics.median(values) for label, values in seconds.items()}
-
-
-def train_and_evaluate(label: str, name: str, options: dict[str, Any], data: tuple, args: argparse.Namespace) -> dict:
-    protocol = get_protocol("mnist10k")
-    x_train, y_train, x_test, y_test = data
-    classifier = protocol.make_classifier("cpu", seed=0)
-    trainer = TRAINERS[name](classifier, eps=protocol.eps, seed=0, **protocol.trainer_options(), **options)
-    nb_epochs = args.replay_epochs if trainer.replays > 1 else protocol.nb_epochs
-    started = time.perf_counter()
-    history = trainer.fit(x_train, y_train, batch_size=protocol.batch_size, nb_epochs=nb_epochs)
-    row = {"method": label, "train s": time.perf_counter() - started, "nb_epochs": nb_epochs, "data passes":
-           len(history), "acceptance": history[-1].get("acceptance_rate")}  # fmt: skip
-    options = protocol.evaluation_options()
-    report = evaluate(classifier, x_test[: args.n_pgd], y_test[: args.n_pgd], protocol.eps, attacks=("pgd",), **options)
-    row.update(clean=report.clean_accuracy, pgd=report.robust_accuracy["pgd"])
-    for attack, n in (("cw", args.n_cw), ("autoattack", args.n_autoattack)):
-        if n:
-            report = evaluate(classifier, x_test[:n], y_test[:n], protocol.eps, attacks=(attack,))
-            row[attack] = report.robust_accuracy[attack]
-    nan = float("nan")
-    print(f"  {label}: {row['train s']:.1f} s, clean {row['clean']:.3f}, PGD {row['pgd']:.3f}, "
-          f"CW {row.get('cw', nan):.3f}, AA {row.get('autoattack', nan):.3f}", flush=True)  # fmt: skip
-    return row
+def replay_epochs(name: str, args: argparse.Namespace) -> int | None:
+    """Free and ATCD run ``--replay-epochs`` passes; natural and RAT the protocol's epochs."""
+    return args.replay_epochs if name in ("free", "atcd") else None
 
 
 def main() -> None:
@@ -98,13 +58,25 @@ def main() -> None:
     parser.add_argument("--n-cw", type=int, default=100, help="test images for ART CW (0: skip)")
     parser.add_argument("--n-autoattack", type=int, default=200, help="test images for AutoAttack (0: skip)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--timing-only", action="store_true", help="measure part 1 only")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     protocol = get_protocol("mnist10k")
     data = protocol.load(args.data_dir)
 
     print(f"1. Seconds per pass over the data (8000 images, batch 100), median of {args.repeats}, interleaved")
-    median = time_passes(data, args.repeats)
+    x, y = data[0], data[1]
+
+    def one_data_pass(name: str, options: dict[str, Any]):
+        def run(classifier: Any, seed: int) -> None:
+            trainer = TRAINERS[name](classifier, eps=protocol.eps, seed=seed, **options)
+            trainer.fit(x, y, batch_size=protocol.batch_size, nb_epochs=trainer.replays)
+
+        return run
+
+    runs = {label: one_data_pass(name, options) for label, (name, options) in VARIANTS.items()}
+    runs["Free-8 hand-written"] = lambda classifier, seed: hand_written_free_epoch(classifier, x, y, 8, seed)
+    median = time_interleaved(runs, protocol, args.repeats)
     passes = {"natural": 1, "RAT (PGD-10)": 11, "Free-8": 8, "Free-8 hand-written": 8}
     print("\n| configuration | passes/minibatch | s/data pass | vs Free-8 | vs natural | s per pass |")
     print("|---|---:|---:|---:|---:|---:|")
@@ -114,18 +86,22 @@ def main() -> None:
               f"{value / n:.3f} |")  # fmt: skip
     print(f"\nFree-8 engine / hand-written: {median['Free-8'] / median['Free-8 hand-written']:.3f}x (target <= 1.05x); "
           f"ATCD / Free-8: {median['ATCD (T=4, K=2)'] / median['Free-8']:.3f}x (target <= 1.58x)")  # fmt: skip
+    if args.timing_only:
+        return
 
-    print(f"\n2. Accuracy (P1, eps {protocol.eps} warmed up over 3 passes, triangle lr)")
-    rows = [train_and_evaluate(label, name, options, data, args)
-            for label, (name, options) in {**VARIANTS, **INVESTIGATION}.items()]  # fmt: skip
-    print(f"\n| method | nb_epochs | data passes | train s | clean | PGD-50-10 (n={args.n_pgd}) | CW (n={args.n_cw}) "
-          f"| AA (n={args.n_autoattack}) | M-H acceptance |")  # fmt: skip
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for row in rows:
-        acceptance = "-" if row["acceptance"] is None else f"{row['acceptance']:.3f}"
-        print(f"| {row['method']} | {row['nb_epochs']} | {row['data passes']} | {row['train s']:.1f} | "
-              f"{row['clean']:.3f} | {row['pgd']:.3f} | {row.get('cw', float('nan')):.3f} | "
-              f"{row.get('autoattack', float('nan')):.3f} | {acceptance} |")  # fmt: skip
+    print(f"\n2. Accuracy (P1, eps {protocol.eps} warmed up over 3 passes, triangle lr; s/epoch is per data pass)")
+    engine = protocol.trainer_options()
+    rows = [
+        train_and_evaluate(label, lambda classifier, n=name, o=options: TRAINERS[n](classifier, eps=protocol.eps,
+                           seed=0, **engine, **o), protocol, data, protocol.eps, args.n_pgd, args.n_autoattack,
+                           nb_epochs=replay_epochs(name, args), n_cw=args.n_cw)
+        for label, (name, options) in {**VARIANTS, **INVESTIGATION}.items()
+    ]  # fmt: skip
+    print()
+    print(markdown_table(rows, {"vs Free-8": "Free-8", "vs RAT": "RAT (PGD-10)"}))
+    print("\nM-H acceptance rate in the last data pass: " + ", ".join(
+        f"{row['method']} {row['history'][-1]['acceptance_rate']:.3f}" for row in rows
+        if "acceptance_rate" in row["history"][-1]))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -9,9 +9,11 @@ from art.attacks.evasion import ProjectedGradientDescent
 from art_fastat.protocols import get_protocol
 from art_fastat.trainers import (
     AdversarialTrainerATCD,
+    AdversarialTrainerATLAS,
     AdversarialTrainerFast,
     AdversarialTrainerFree,
     AdversarialTrainerGAAT,
+    AdversarialTrainerL2L,
     AdversarialTrainerPGD,
     NaturalTrainer,
     dat_gaat,
@@ -47,12 +49,20 @@ def natural(digits):
         (dat_gaat, {"switch_epoch": 2}),
         (AdversarialTrainerFree, {"replays": 8}),
         (AdversarialTrainerATCD, {}),
+        (AdversarialTrainerATLAS, {}),
+        (AdversarialTrainerL2L, {"steps": 5}),
     ],
-    ids=["pgd", "fast", "gaat-gn", "gaat-diagonal", "dat+gaat", "free-8", "atcd"],
+    ids=["pgd", "fast", "gaat-gn", "gaat-diagonal", "dat+gaat", "free-8", "atcd", "atlas", "l2l"],
 )
 def test_adversarial_training_beats_natural_training_under_art_pgd(trainer_class, kwargs, digits, natural):
     clean, robust = _train_and_attack(trainer_class, digits, **kwargs)
     natural_clean, natural_robust = natural
     assert natural_clean > 0.95 and natural_robust < 0.1  # the attack works on an undefended model
     assert clean > 0.9  # robustness did not cost the task
-    assert robust > natural_robust + 0.3  # measured: 0.47-0.56 against 0.01
+    assert robust > natural_robust + 0.3  # measured: 0.44-0.56 against 0.01
+
+
+def test_one_step_atlas_beats_fast_at_equal_epochs(digits):
+    _, fast_robust = _train_and_attack(AdversarialTrainerFast, digits)
+    atlas_clean, atlas_robust = _train_and_attack(AdversarialTrainerATLAS, digits)
+    assert atlas_clean > 0.9 and atlas_robust > fast_robust  # measured: 0.508 against 0.438 (seed 0)

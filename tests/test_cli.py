@@ -59,6 +59,24 @@ def test_replay_methods_from_the_command_line_count_epochs_in_passes(method, opt
     assert json.loads((out / "config.json").read_text())["passes_per_batch"] == passes
 
 
+def test_atlas_ablations_from_the_command_line(tmp_path):
+    out = tmp_path / "run"
+    main(["train", "--method", "atlas", "--protocol", "digits", "--epochs", "1", "--attacks", "pgd", "--n-eval", "20",
+          "--option", "local_term=False", "--quiet", "--out", str(out)])  # fmt: skip
+    history = json.loads((out / "history.json").read_text())
+    assert "global_kl" in history[0] and "local_kl" not in history[0]
+    assert json.loads((out / "config.json").read_text())["passes_per_batch"] == 3
+
+
+def test_l2l_trades_from_the_command_line_records_the_inner_loss_per_step(tmp_path):
+    out = tmp_path / "run"
+    main(["train", "--method", "l2l-trades", "--protocol", "digits", "--epochs", "1", "--attacks", "pgd", "--n-eval",
+          "20", "--option", "steps=2", "--quiet", "--out", str(out)])  # fmt: skip
+    history = json.loads((out / "history.json").read_text())
+    assert {"inner_loss_0", "inner_loss_1", "inner_loss_2"} <= set(history[0])
+    assert json.loads((out / "config.json").read_text())["passes_per_batch"] == 4
+
+
 def test_bad_arguments_exit_with_a_clear_message(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["train", "--method", "nope", "--out", str(tmp_path)])

@@ -5,5 +5,6 @@ Attacks of art_fastat as ``torchattacks.Attack`` subclasses: usable standalone, 
 
 from art_fastat.attacks.gaat import GAAT
 from art_fastat.attacks.hmc import HMC
+from art_fastat.attacks.l2l import L2L, RNNOptimizer
 
-__all__ = ["GAAT", "HMC"]
+__all__ = ["GAAT", "HMC", "L2L", "RNNOptimizer"]

@@ -4,11 +4,13 @@ from collections.abc import Callable
 from typing import Any
 
 from art_fastat.trainers.atcd import AdversarialTrainerATCD
+from art_fastat.trainers.atlas import AdversarialTrainerATLAS
 from art_fastat.trainers.base import AdversarialTrainerBase
 from art_fastat.trainers.dat import AdversarialTrainerDAT
 from art_fastat.trainers.fast import AdversarialTrainerFast
 from art_fastat.trainers.free import AdversarialTrainerFree
 from art_fastat.trainers.gaat import AdversarialTrainerGAAT
+from art_fastat.trainers.l2l import AdversarialTrainerL2L, l2l_trades
 from art_fastat.trainers.natural import NaturalTrainer
 from art_fastat.trainers.pgd import AdversarialTrainerPGD
 
@@ -35,17 +37,23 @@ TRAINERS: dict[str, Callable[..., AdversarialTrainerBase]] = {
     "dat+gaat": dat_gaat,
     "free": AdversarialTrainerFree,
     "atcd": AdversarialTrainerATCD,
+    "atlas": AdversarialTrainerATLAS,
+    "l2l": AdversarialTrainerL2L,
+    "l2l-trades": l2l_trades,
 }
 
 __all__ = [
     "TRAINERS",
     "AdversarialTrainerATCD",
+    "AdversarialTrainerATLAS",
     "AdversarialTrainerBase",
     "AdversarialTrainerDAT",
     "AdversarialTrainerFast",
     "AdversarialTrainerFree",
     "AdversarialTrainerGAAT",
+    "AdversarialTrainerL2L",
     "AdversarialTrainerPGD",
     "NaturalTrainer",
     "dat_gaat",
+    "l2l_trades",
 ]

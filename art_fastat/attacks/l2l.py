@@ -1,0 +1,203 @@
+"""
+A learned inner maximizer: a coordinate-wise LSTM proposes the attack's steps (paper 002, "Improved Adversarial
+Training via Learned Optimizer"). The paper's method details did not survive; the architecture, its inputs and the
+first-order meta-gradient here are this project's choices (``shared/design/methods.md``).
+
+Step ``t``: ``g_t`` is the input gradient of the attack objective at ``delta_t``, treated as a constant (no second
+derivatives through the classifier); the LSTM maps ``(g_t / mean|g_t|, delta_t / eps)`` per coordinate to ``u_t``;
+``delta_{t+1} = Pi(delta_t + eps * tanh(u_t))``.
+
+Meta-gradient: the optimizer ascends ``sum_t w_t l(x + delta_t)`` over the unrolled trajectory. With every ``g_t``
+held constant its gradient with respect to the LSTM's weights is ``sum_t w_t <g_t, d delta_t / d phi>``, and ``g_t``
+is exactly the gradient the next step computes anyway, so the meta-loss costs no pass through the classifier: the
+surrogate ``sum_t w_t <g_t, delta_t>`` is backpropagated through the LSTM alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchattacks.attack import Attack
+
+from art_fastat._validation import check_non_negative_float, check_positive_int
+from art_fastat.losses import kl_divergence
+from art_fastat.perturbation import Bound, Forward, project, uniform_start
+
+#: Per-sample objective the attack ascends, from the logits at ``x + delta``, the labels and the clean logits.
+Objective = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
+
+LSTMState = tuple[torch.Tensor, torch.Tensor]
+
+
+class RNNOptimizer(nn.Module):
+    """
+    Coordinate-wise LSTM shared across all coordinates: each input coordinate is one sequence element with two
+    features, its normalised gradient and its perturbation in units of eps; the output is the unbounded update ``u``
+    (the caller bounds it with ``eps * tanh(u)``).
+
+    :param hidden_size: LSTM hidden units (16 by default, one layer).
+    """
+
+    def __init__(self, hidden_size: int = 16) -> None:
+        super().__init__()
+        self.hidden_size = check_positive_int(hidden_size, "hidden_size")
+        self.cell = nn.LSTMCell(2, self.hidden_size)
+        self.head = nn.Linear(self.hidden_size, 1)
+
+    def forward(
+        self, gradient: torch.Tensor, delta_over_eps: torch.Tensor, state: LSTMState | None = None
+    ) -> tuple[torch.Tensor, LSTMState]:
+        """
+        :param gradient: Input gradient (any scale: it is normalised per sample to mean absolute value 1).
+        :param delta_over_eps: Current perturbation divided by eps.
+        :param state: LSTM state of the previous step, or None at the first.
+        :return: ``(u, new state)``, ``u`` shaped like ``gradient``.
+        """
+        scale = gradient.abs().flatten(1).mean(1).clamp_min(torch.finfo(gradient.dtype).tiny)
+        normalised = gradient / scale.view(-1, *([1] * (gradient.dim() - 1)))
+        features = torch.stack([normalised.reshape(-1), delta_over_eps.reshape(-1)], dim=1)
+        hidden, cell = self.cell(features, state)
+        return self.head(hidden).view_as(gradient), (hidden, cell)
+
+
+def cross_entropy_objective(logits: torch.Tensor, y: torch.Tensor, clean_logits: torch.Tensor | None) -> torch.Tensor:
+    """RNN-Adv: the per-sample cross-entropy."""
+    return F.cross_entropy(logits.float(), y, reduction="none")
+
+
+def trades_objective(logits: torch.Tensor, y: torch.Tensor, clean_logits: torch.Tensor | None) -> torch.Tensor:
+    """RNN-TRADES: per-sample ``KL(p(x) || p(x + delta))`` against the (detached) clean prediction."""
+    if clean_logits is None:
+        raise ValueError("the TRADES objective needs the clean logits")
+    return kl_divergence(clean_logits.detach(), logits)
+
+
+@dataclass
+class Trajectory:
+    """The unrolled attack: ``deltas[t]`` for t = 0..T (connected to the LSTM's weights) and ``gradients[t]``."""
+
+    deltas: list[torch.Tensor] = field(default_factory=list)
+    gradients: list[torch.Tensor] = field(default_factory=list)
+    losses: list[torch.Tensor] = field(default_factory=list)
+
+    def meta_surrogate(self, weights: list[float] | None = None) -> torch.Tensor:
+        """
+        ``sum_t w_t <g_t, delta_t>`` over t = 1..T (``w_t = 1`` by default): its gradient in the LSTM's weights is the
+        first-order gradient of ``sum_t w_t l(x + delta_t)`` (summed over the batch). Needs ``gradients[T]``.
+        """
+        weights = [1.0] * (len(self.deltas) - 1) if weights is None else weights
+        terms = zip(weights, self.deltas[1:], self.gradients[1:], strict=True)
+        return sum(w * (gradient.detach() * delta).sum() for w, delta, gradient in terms)
+
+
+def objective_gradient(
+    forward: Forward,
+    x: torch.Tensor,
+    delta: torch.Tensor,
+    y: torch.Tensor,
+    objective: Objective,
+    clean_logits: torch.Tensor | None,
+    loss_scale: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One pass: the summed objective's input gradient at ``delta`` (a constant: ``delta`` is detached first)."""
+    leaf = delta.detach().requires_grad_(True)
+    loss = objective(forward(x + leaf), y, clean_logits)
+    (gradient,) = torch.autograd.grad(loss.sum() * loss_scale, leaf)
+    return (gradient / loss_scale if loss_scale != 1.0 else gradient), loss.detach()
+
+
+def learned_ascent(
+    forward: Forward,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    rnn: nn.Module,
+    eps: float,
+    steps: int,
+    low: Bound,
+    high: Bound,
+    objective: Objective = cross_entropy_objective,
+    clean_logits: torch.Tensor | None = None,
+    random_start: bool = True,
+    generator: torch.Generator | None = None,
+    loss_scale: float = 1.0,
+    meta_graph: bool = True,
+) -> Trajectory:
+    """
+    ``steps`` learned steps, one pass each (the gradient at ``delta_0 .. delta_{T-1}``). The gradient at ``delta_T``,
+    which the meta-loss needs, is left to the caller (a trainer gets it from its weight update's own pass).
+
+    :param forward: Maps inputs to logits.
+    :param x: Clean inputs.
+    :param y: Labels (or targets, with an objective that descends towards them).
+    :param rnn: Maps ``(gradient, delta / eps, state)`` to ``(u, state)``: an :class:`RNNOptimizer` or any rule.
+    :param eps: L-inf radius.
+    :param steps: T.
+    :param low: Lower end of the valid range.
+    :param high: Upper end of the valid range.
+    :param objective: Per-sample objective to ascend.
+    :param clean_logits: Clean logits for objectives that need them (TRADES).
+    :param random_start: ``delta_0 ~ U(-eps, eps)``, else 0.
+    :param generator: Random stream for the start.
+    :param loss_scale: Multiplies the objective before differentiation (fp16 underflow); undone before use.
+    :param meta_graph: Keep the graph from the ``deltas`` to the rnn's weights (for the meta-gradient); False to
+                       only run the learned optimizer.
+    :return: The trajectory.
+    """
+    delta = uniform_start(x, eps, generator) if random_start else torch.zeros_like(x)
+    trajectory = Trajectory([delta])
+    state = None
+    for _ in range(steps):
+        gradient, loss = objective_gradient(forward, x, delta, y, objective, clean_logits, loss_scale)
+        trajectory.gradients.append(gradient)
+        trajectory.losses.append(loss)
+        with torch.set_grad_enabled(meta_graph):
+            update, state = rnn(gradient, delta / eps if eps else delta, state)
+        delta = project(x, delta + eps * torch.tanh(update), eps, low, high)
+        trajectory.deltas.append(delta)
+    return trajectory
+
+
+class L2L(Attack):
+    """
+    A trained :class:`RNNOptimizer` run for ``steps`` steps as a torchattacks attack (L-inf), e.g. the ``rnn`` of a
+    :class:`~art_fastat.trainers.AdversarialTrainerL2L` reused against another model.
+
+    Distance Measure : Linf
+
+    Arguments:
+        model (nn.Module): model to attack.
+        rnn (nn.Module): the learned optimizer.
+        eps (float): maximum perturbation. (Default: 8/255)
+        steps (int): number of learned steps. (Default: 5)
+        random_start (bool): start from U(-eps, eps). (Default: True)
+
+    Shape:
+        - images: (N, C, H, W) in [0, 1]; labels: (N,) class indices; output: like images.
+
+    Examples::
+        >>> attack = art_fastat.attacks.L2L(model, trainer.rnn, eps=0.3, steps=5)
+        >>> adv_images = attack(images, labels)
+    """
+
+    def __init__(
+        self, model: nn.Module, rnn: nn.Module, eps: float = 8 / 255, steps: int = 5, random_start: bool = True
+    ) -> None:
+        super().__init__("L2L", model)
+        if not isinstance(rnn, nn.Module):
+            raise TypeError(f"rnn must be an nn.Module (an RNNOptimizer), got {type(rnn).__name__}")
+        self.rnn = rnn
+        self.eps = check_non_negative_float(eps, "eps")
+        self.steps = check_positive_int(steps, "steps")
+        self.random_start = bool(random_start)
+        self.supported_mode = ["default"]
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        images = images.clone().detach().to(self.device)
+        labels = labels.clone().detach().to(self.device)
+        trajectory = learned_ascent(self.get_logits, images, labels, self.rnn, self.eps, self.steps, 0.0, 1.0,
+                                    random_start=self.random_start, meta_graph=False)  # fmt: skip
+        return (images + trajectory.deltas[-1]).detach()

@@ -1,0 +1,152 @@
+"""
+L2L-RNN against RAT and ART's TRADES on protocol P1 (``mnist10k``), in one run (issue 6).
+
+1. Seconds per epoch measured side by side (one epoch of each in turn, median of ``--repeats``): RAT with PGD-5 and
+   PGD-10, L2L (T=5), L2L-TRADES (T=5), TRADES via ART's ``AdversarialTrainerTRADESPyTorch`` (ART PGD-10 inner
+   attack). Target: L2L <= 1.25x RAT at the same T (PGD-5).
+2. Accuracy under P1's settings (10 epochs, eps 0.3 warmed up over 3 epochs for our trainers; ART's TRADES trainer
+   has no warm-up and runs at eps 0.3 throughout), clean / PGD-50-10 / ART CW / AutoAttack.
+3. The inner loss per step t = 0..5 on held-out images against the L2L-trained model: its learned optimizer against
+   PGD-5 with steps eps/4 and eps/2 from the same random start.
+
+    python benchmarks/l2l.py --data-dir ../shared/data/mnist [--n-pgd 500] [--n-cw 50] [--n-autoattack 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import markdown_table, time_interleaved, train_and_evaluate  # noqa: E402
+
+from art_fastat.attacks.l2l import learned_ascent  # noqa: E402
+from art_fastat.perturbation import pgd, uniform_start  # noqa: E402
+from art_fastat.protocols import get_protocol  # noqa: E402
+from art_fastat.trainers import TRAINERS  # noqa: E402
+
+STEPS = 5
+
+
+class ARTTrades:
+    """ART's TRADES trainer behind the ``fit(x, y, batch_size, nb_epochs)`` of our trainers (PGD-10, step eps/4)."""
+
+    def __init__(self, classifier: Any, eps: float, beta: float = 6.0, **_: Any) -> None:
+        from art.attacks.evasion import ProjectedGradientDescent
+        from art.defences.trainer import AdversarialTrainerTRADESPyTorch
+
+        attack = ProjectedGradientDescent(classifier, eps=eps, eps_step=eps / 4, max_iter=10, verbose=False)
+        self.trainer = AdversarialTrainerTRADESPyTorch(classifier, attack, beta=beta)
+        self.passes_per_batch = 12.0
+        self.history: list[dict[str, float]] = []
+
+    def fit(self, x: np.ndarray, y: np.ndarray, batch_size: int, nb_epochs: int) -> list[dict[str, float]]:
+        import time
+
+        for _ in range(nb_epochs):
+            started = time.perf_counter()
+            self.trainer.fit(x, np.eye(10, dtype=np.float32)[y], batch_size=batch_size, nb_epochs=1)
+            self.history.append({"seconds": time.perf_counter() - started})
+        return self.history
+
+
+def inner_losses(model: torch.nn.Module, rnn: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> dict:
+    """Mean CE after t = 0..T steps of the learned optimizer and of PGD (two step sizes), from one random start."""
+
+    def mean_loss(delta: torch.Tensor) -> float:
+        with torch.no_grad():
+            return float(F.cross_entropy(model(x + delta), y))
+
+    def seeded() -> torch.Generator:
+        return torch.Generator().manual_seed(0)
+
+    deltas = learned_ascent(model, x, y, rnn, eps, STEPS, 0.0, 1.0, generator=seeded(), meta_graph=False).deltas
+    curves = {"learned (L2L's LSTM)": [mean_loss(delta) for delta in deltas]}
+    for label, alpha in (("PGD, step eps/4", eps / 4), ("PGD, step eps/2", eps / 2)):
+        curves[label] = [mean_loss(uniform_start(x, eps, seeded()))] + [
+            mean_loss(pgd(model, x, y, eps, alpha, steps, 0.0, 1.0, True, seeded())) for steps in range(1, STEPS + 1)
+        ]
+    return curves
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    parser.add_argument("--data-dir", help="directory with the MNIST t10k files (default: ../shared/data/mnist)")
+    parser.add_argument("--repeats", type=int, default=3, help="epochs timed per configuration")
+    parser.add_argument("--n-pgd", type=int, default=500, help="test images for clean and PGD-50-10 accuracy")
+    parser.add_argument("--n-cw", type=int, default=50, help="test images for ART CW (0: skip)")
+    parser.add_argument("--n-autoattack", type=int, default=100, help="test images for AutoAttack (0: skip)")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--timing-only", action="store_true", help="measure part 1 only")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    protocol = get_protocol("mnist10k")
+    data = protocol.load(args.data_dir)
+    x, y = data[0], data[1]
+    configurations: dict[str, tuple[str, dict[str, Any]]] = {
+        "RAT (PGD-5)": ("pgd", {"steps": 5}),
+        "RAT (PGD-10)": ("pgd", {"steps": 10}),
+        "L2L (T=5)": ("l2l", {"steps": STEPS}),
+        "L2L-TRADES (T=5)": ("l2l-trades", {"steps": STEPS}),
+        "ART TRADES (PGD-10)": ("art-trades", {}),
+    }
+
+    def build(name: str, options: dict[str, Any], seed: int = 0, **engine: Any):
+        if name == "art-trades":
+            return lambda classifier: ARTTrades(classifier, eps=protocol.eps)
+        return lambda classifier: TRAINERS[name](classifier, eps=protocol.eps, seed=seed, **engine, **options)
+
+    print(f"1. Seconds per epoch (8000 images, batch 100), median of {args.repeats}, interleaved")
+    median = time_interleaved(
+        {label: lambda classifier, seed, n=name, o=options: build(n, o, seed)(classifier).fit(
+            x, y, batch_size=protocol.batch_size, nb_epochs=1) for label, (name, options) in configurations.items()},
+        protocol, args.repeats,
+    )  # fmt: skip
+    print("\n| configuration | s/epoch | vs RAT (PGD-5) | vs RAT (PGD-10) |")
+    print("|---|---:|---:|---:|")
+    for label, value in median.items():
+        print(f"| {label} | {value:.2f} | {value / median['RAT (PGD-5)']:.2f}x | "
+              f"{value / median['RAT (PGD-10)']:.2f}x |")  # fmt: skip
+    print(f"\nL2L / RAT at T=5: {median['L2L (T=5)'] / median['RAT (PGD-5)']:.2f}x (target <= 1.25x)")
+    if args.timing_only:
+        return
+
+    print(
+        f"\n2. Accuracy (P1: {protocol.nb_epochs} epochs, eps {protocol.eps}; warm-up over 3 epochs except ART TRADES)"
+    )
+    engine = protocol.trainer_options()
+    trainers: dict[str, Any] = {}
+
+    def keep(label: str, factory: Any):
+        def build_and_keep(classifier: Any) -> Any:
+            trainers[label] = factory(classifier)
+            return trainers[label]
+
+        return build_and_keep
+
+    rows = [train_and_evaluate(label, keep(label, build(name, options, **({} if name == "art-trades" else engine))),
+                               protocol, data, protocol.eps, args.n_pgd, args.n_autoattack, n_cw=args.n_cw)
+            for label, (name, options) in configurations.items()]  # fmt: skip
+    print()
+    print(markdown_table(rows, {"vs RAT (PGD-5)": "RAT (PGD-5)", "vs RAT (PGD-10)": "RAT (PGD-10)"}))
+
+    print("\n3. Mean CE per inner step on 500 test images against the L2L-trained model (same random start)")
+    l2l = trainers["L2L (T=5)"]
+    x_test, y_test = (torch.from_numpy(array[:500]) for array in data[2:])
+    curves = inner_losses(l2l.model.eval(), l2l.rnn, x_test, y_test, protocol.eps)
+    print("| inner optimizer | " + " | ".join(f"t={t}" for t in range(STEPS + 1)) + " |")
+    print("|---|" + "---:|" * (STEPS + 1))
+    for label, values in curves.items():
+        print(f"| {label} | " + " | ".join(f"{value:.3f}" for value in values) + " |")
+    print("\nTraining history, inner loss per step in the last epoch (L2L): " + ", ".join(
+        f"t={t} {l2l.history[-1][f'inner_loss_{t}']:.3f}" for t in range(STEPS + 1)))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
