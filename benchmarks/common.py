@@ -2,15 +2,48 @@
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import time
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import torch
 
 from art_fastat.evaluation import evaluate
-from art_fastat.protocols import Protocol
+from art_fastat.protocols import Protocol, get_protocol
+
+Data = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+def benchmark_arguments(
+    doc: str, n_pgd: int, n_cw: int, n_autoattack: int, extra: Callable[[argparse.ArgumentParser], None] | None = None
+) -> tuple[argparse.Namespace, Protocol, Data]:
+    """
+    The command line every method benchmark on P1 takes; sets the torch threads and loads the data.
+
+    :param doc: The script's docstring (its first line describes the script).
+    :param n_pgd: Default test images for clean and PGD-50-10 accuracy.
+    :param n_cw: Default test images for ART CW.
+    :param n_autoattack: Default test images for AutoAttack.
+    :param extra: Adds the script's own arguments.
+    :return: ``(arguments, protocol P1, its data)``.
+    """
+    parser = argparse.ArgumentParser(description=doc.strip().splitlines()[0])
+    parser.add_argument("--data-dir", help="directory with the MNIST t10k files (default: ../shared/data/mnist)")
+    parser.add_argument("--repeats", type=int, default=3, help="passes over the data timed per configuration")
+    parser.add_argument("--n-pgd", type=int, default=n_pgd, help="test images for clean and PGD-50-10 accuracy")
+    parser.add_argument("--n-cw", type=int, default=n_cw, help="test images for ART CW (0: skip)")
+    parser.add_argument("--n-autoattack", type=int, default=n_autoattack, help="test images for AutoAttack (0: skip)")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch CPU threads")
+    parser.add_argument("--timing-only", action="store_true", help="measure the cost only")
+    if extra is not None:
+        extra(parser)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    protocol = get_protocol("mnist10k")
+    return args, protocol, protocol.load(args.data_dir)
 
 
 def train_and_evaluate(
@@ -63,25 +96,45 @@ def train_and_evaluate(
     return row
 
 
-def time_interleaved(runs: dict[str, Callable[[Any, int], None]], protocol: Protocol, repeats: int) -> dict[str, float]:
+def time_data_passes(
+    builds: dict[str, Callable[[Any, int], Any]], protocol: Protocol, data: Data, repeats: int
+) -> dict[str, float]:
     """
-    Median seconds of one call per configuration, the configurations interleaved (one of each in turn, ``repeats``
-    times): these machines are shared and noisy, so whole runs one after another give unstable ratios.
+    Median seconds of one pass over the training data per configuration, the configurations interleaved (one of each
+    in turn, ``repeats`` times): these machines are shared and noisy, so whole runs one after another give unstable
+    ratios. A replay method's pass is ``nb_epochs=trainer.replays``.
 
-    :param runs: Label -> ``(fresh classifier, seed) -> None``, e.g. one pass over the data.
-    :param protocol: Makes the classifiers.
-    :param repeats: Calls timed per configuration.
+    :param builds: Label -> ``(fresh classifier, seed) -> trainer`` (anything with ``fit(x, y, batch_size,
+                   nb_epochs)``), or ``-> None`` for a function that trains one pass itself.
+    :param protocol: Makes the classifiers; its batch size is used.
+    :param data: ``(x_train, y_train, ...)``.
+    :param repeats: Passes timed per configuration.
     :return: Label -> median seconds.
     """
-    seconds: dict[str, list[float]] = {label: [] for label in runs}
+    seconds: dict[str, list[float]] = {label: [] for label in builds}
     for repeat in range(repeats):
-        for label, run in runs.items():
+        for label, build in builds.items():
             classifier = protocol.make_classifier("cpu", seed=repeat)
             started = time.perf_counter()
-            run(classifier, repeat)
+            trainer = build(classifier, repeat)
+            if trainer is not None:
+                trainer.fit(data[0], data[1], batch_size=protocol.batch_size, nb_epochs=getattr(trainer, "replays", 1))
             seconds[label].append(time.perf_counter() - started)
             print(f"  repeat {repeat + 1}/{repeats} {label}: {seconds[label][-1]:.2f} s", flush=True)
     return {label: statistics.median(values) for label, values in seconds.items()}
+
+
+def cost_table(median: dict[str, float], reference: dict[str, str]) -> str:
+    """
+    :param median: Label -> seconds of :func:`time_data_passes`.
+    :param reference: Ratio column title -> label whose seconds is the denominator.
+    :return: A markdown table of seconds per pass over the data and the ratios.
+    """
+    lines = ["| configuration | s/epoch | " + " | ".join(reference) + " |", "|---|---:|" + "---:|" * len(reference)]
+    for label, value in median.items():
+        ratios = " | ".join(f"{value / median[base]:.2f}x" for base in reference.values())
+        lines.append(f"| {label} | {value:.2f} | {ratios} |")
+    return "\n".join(lines)
 
 
 def markdown_table(rows: list[dict[str, Any]], reference: dict[str, str]) -> str:

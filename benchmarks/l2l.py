@@ -14,7 +14,6 @@ L2L-RNN against RAT and ART's TRADES on protocol P1 (``mnist10k``), in one run (
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,11 +23,10 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import markdown_table, time_interleaved, train_and_evaluate  # noqa: E402
+from common import benchmark_arguments, cost_table, markdown_table, time_data_passes, train_and_evaluate  # noqa: E402
 
 from art_fastat.attacks.l2l import learned_ascent  # noqa: E402
 from art_fastat.perturbation import pgd, uniform_start  # noqa: E402
-from art_fastat.protocols import get_protocol  # noqa: E402
 from art_fastat.trainers import TRAINERS  # noqa: E402
 
 STEPS = 5
@@ -76,19 +74,7 @@ def inner_losses(model: torch.nn.Module, rnn: torch.nn.Module, x: torch.Tensor, 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
-    parser.add_argument("--data-dir", help="directory with the MNIST t10k files (default: ../shared/data/mnist)")
-    parser.add_argument("--repeats", type=int, default=3, help="epochs timed per configuration")
-    parser.add_argument("--n-pgd", type=int, default=500, help="test images for clean and PGD-50-10 accuracy")
-    parser.add_argument("--n-cw", type=int, default=50, help="test images for ART CW (0: skip)")
-    parser.add_argument("--n-autoattack", type=int, default=100, help="test images for AutoAttack (0: skip)")
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--timing-only", action="store_true", help="measure part 1 only")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    protocol = get_protocol("mnist10k")
-    data = protocol.load(args.data_dir)
-    x, y = data[0], data[1]
+    args, protocol, data = benchmark_arguments(__doc__, n_pgd=500, n_cw=50, n_autoattack=100)
     configurations: dict[str, tuple[str, dict[str, Any]]] = {
         "RAT (PGD-5)": ("pgd", {"steps": 5}),
         "RAT (PGD-10)": ("pgd", {"steps": 10}),
@@ -103,16 +89,10 @@ def main() -> None:
         return lambda classifier: TRAINERS[name](classifier, eps=protocol.eps, seed=seed, **engine, **options)
 
     print(f"1. Seconds per epoch (8000 images, batch 100), median of {args.repeats}, interleaved")
-    median = time_interleaved(
-        {label: lambda classifier, seed, n=name, o=options: build(n, o, seed)(classifier).fit(
-            x, y, batch_size=protocol.batch_size, nb_epochs=1) for label, (name, options) in configurations.items()},
-        protocol, args.repeats,
-    )  # fmt: skip
-    print("\n| configuration | s/epoch | vs RAT (PGD-5) | vs RAT (PGD-10) |")
-    print("|---|---:|---:|---:|")
-    for label, value in median.items():
-        print(f"| {label} | {value:.2f} | {value / median['RAT (PGD-5)']:.2f}x | "
-              f"{value / median['RAT (PGD-10)']:.2f}x |")  # fmt: skip
+    builds = {label: lambda classifier, seed, n=name, o=options: build(n, o, seed)(classifier)
+              for label, (name, options) in configurations.items()}  # fmt: skip
+    median = time_data_passes(builds, protocol, data, args.repeats)
+    print("\n" + cost_table(median, {"vs RAT (PGD-5)": "RAT (PGD-5)", "vs RAT (PGD-10)": "RAT (PGD-10)"}))
     print(f"\nL2L / RAT at T=5: {median['L2L (T=5)'] / median['RAT (PGD-5)']:.2f}x (target <= 1.25x)")
     if args.timing_only:
         return

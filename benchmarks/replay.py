@@ -20,13 +20,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import markdown_table, time_interleaved, train_and_evaluate  # noqa: E402
+from common import benchmark_arguments, markdown_table, time_data_passes, train_and_evaluate  # noqa: E402
 from engine import hand_written_free_epoch  # noqa: E402
 
-from art_fastat.protocols import get_protocol  # noqa: E402
 from art_fastat.trainers import TRAINERS  # noqa: E402
 
 ATCD = {"trajectory_length": 2, "repeats": 4}
@@ -50,33 +47,24 @@ def replay_epochs(name: str, args: argparse.Namespace) -> int | None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
-    parser.add_argument("--data-dir", help="directory with the MNIST t10k files (default: ../shared/data/mnist)")
-    parser.add_argument("--repeats", type=int, default=3, help="data passes timed per configuration")
-    parser.add_argument("--replay-epochs", type=int, default=16, help="nb_epochs (passes) of Free-8 and ATCD")
-    parser.add_argument("--n-pgd", type=int, default=1000, help="test images for clean and PGD-50-10 accuracy")
-    parser.add_argument("--n-cw", type=int, default=100, help="test images for ART CW (0: skip)")
-    parser.add_argument("--n-autoattack", type=int, default=200, help="test images for AutoAttack (0: skip)")
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--timing-only", action="store_true", help="measure part 1 only")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    protocol = get_protocol("mnist10k")
-    data = protocol.load(args.data_dir)
+    args, protocol, data = benchmark_arguments(
+        __doc__,
+        n_pgd=1000,
+        n_cw=100,
+        n_autoattack=200,
+        extra=lambda parser: parser.add_argument(
+            "--replay-epochs", type=int, default=16, help="nb_epochs (passes) of Free-8 and ATCD"
+        ),
+    )
 
     print(f"1. Seconds per pass over the data (8000 images, batch 100), median of {args.repeats}, interleaved")
     x, y = data[0], data[1]
 
-    def one_data_pass(name: str, options: dict[str, Any]):
-        def run(classifier: Any, seed: int) -> None:
-            trainer = TRAINERS[name](classifier, eps=protocol.eps, seed=seed, **options)
-            trainer.fit(x, y, batch_size=protocol.batch_size, nb_epochs=trainer.replays)
-
-        return run
-
-    runs = {label: one_data_pass(name, options) for label, (name, options) in VARIANTS.items()}
-    runs["Free-8 hand-written"] = lambda classifier, seed: hand_written_free_epoch(classifier, x, y, 8, seed)
-    median = time_interleaved(runs, protocol, args.repeats)
+    builds = {label: lambda classifier, seed, n=name, o=options: TRAINERS[n](classifier, eps=protocol.eps, seed=seed,
+                                                                             **o)
+              for label, (name, options) in VARIANTS.items()}  # fmt: skip
+    builds["Free-8 hand-written"] = lambda classifier, seed: hand_written_free_epoch(classifier, x, y, 8, seed)
+    median = time_data_passes(builds, protocol, data, args.repeats)
     passes = {"natural": 1, "RAT (PGD-10)": 11, "Free-8": 8, "Free-8 hand-written": 8}
     print("\n| configuration | passes/minibatch | s/data pass | vs Free-8 | vs natural | s per pass |")
     print("|---|---:|---:|---:|---:|---:|")

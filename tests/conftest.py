@@ -44,6 +44,21 @@ def tiny_network(seed: int = 0, batch_norm: bool = False) -> nn.Module:
     return nn.Sequential(*layers)
 
 
+@pytest.fixture(scope="session")
+def trained_network(digits) -> nn.Module:
+    """:func:`tiny_network` trained naturally on the digits (300 Adam steps), then frozen: attacks on it have a real
+    loss surface to climb (an untrained network's loss is flat near log 10)."""
+    x, y = torch.from_numpy(digits[0]), torch.from_numpy(digits[1])
+    model = tiny_network()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for step in range(300):
+        index = torch.arange(step * 64, step * 64 + 64) % len(x)
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(model(x[index]), y[index]).backward()
+        optimizer.step()
+    return model.requires_grad_(False)
+
+
 def make_classifier(network: nn.Module | None = None, lr: float = 1e-3, **kwargs: object) -> PyTorchClassifier:
     network = tiny_network() if network is None else network
     return PyTorchClassifier(

@@ -27,24 +27,9 @@ def batch(digits):
     return torch.from_numpy(x[:128]), torch.from_numpy(y[:128])
 
 
-def _network() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(1, 8, 3, 2, 1), nn.ReLU(), nn.Flatten(), nn.Linear(128, 32), nn.ReLU(),
-                         nn.Linear(32, 10))  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def network(digits) -> nn.Module:
-    """The small network trained naturally (an untrained one has a flat loss that no attack can raise much)."""
-    x, y = torch.from_numpy(digits[0]), torch.from_numpy(digits[1])
-    model = _network()
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for step in range(300):
-        index = torch.arange(step * 64, step * 64 + 64) % len(x)
-        optimizer.zero_grad()
-        F.cross_entropy(model(x[index]), y[index]).backward()
-        optimizer.step()
-    return model.requires_grad_(False)
+@pytest.fixture
+def network(trained_network) -> nn.Module:
+    return trained_network
 
 
 def _per_sample_loss(network, x, y):
@@ -213,5 +198,5 @@ def test_atcd_refuses_bad_arguments():
     with pytest.raises(ValueError, match="momentum_normalisation must be one of"):
         AdversarialTrainerATCD(classifier, eps=EPS, momentum_normalisation="l2")
     with pytest.raises(ValueError, match="steps must be an integer >= 1"):
-        HMC(_network(), eps=EPS, steps=0)
+        HMC(tiny_network(), eps=EPS, steps=0)
     assert same_weights(before, weights(classifier))

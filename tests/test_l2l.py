@@ -31,20 +31,9 @@ class SignRule(nn.Module):
         return math.atanh(self.ratio) * gradient.sign(), state
 
 
-@pytest.fixture(scope="module")
-def network(digits) -> nn.Module:
-    """A small network trained naturally on the digits, then frozen."""
-    x, y = torch.from_numpy(digits[0]), torch.from_numpy(digits[1])
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(1, 8, 3, 2, 1), nn.ReLU(), nn.Flatten(), nn.Linear(128, 32), nn.ReLU(),
-                          nn.Linear(32, 10))  # fmt: skip
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for step in range(300):
-        index = torch.arange(step * 64, step * 64 + 64) % len(x)
-        optimizer.zero_grad()
-        F.cross_entropy(model(x[index]), y[index]).backward()
-        optimizer.step()
-    return model.requires_grad_(False)
+@pytest.fixture
+def network(trained_network) -> nn.Module:
+    return trained_network
 
 
 def _loss(network, x, y):
