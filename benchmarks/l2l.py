@@ -15,6 +15,7 @@ L2L-RNN against RAT and ART's TRADES on protocol P1 (``mnist10k``), in one run (
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +46,6 @@ class ARTTrades:
         self.history: list[dict[str, float]] = []
 
     def fit(self, x: np.ndarray, y: np.ndarray, batch_size: int, nb_epochs: int) -> list[dict[str, float]]:
-        import time
-
         for _ in range(nb_epochs):
             started = time.perf_counter()
             self.trainer.fit(x, np.eye(10, dtype=np.float32)[y], batch_size=batch_size, nb_epochs=1)
