@@ -51,24 +51,54 @@ def uniform_start(x: torch.Tensor, eps: float, generator: torch.Generator | None
     return (2 * noise - 1) * eps
 
 
+def objective_gradient(
+    forward: Forward,
+    x: torch.Tensor,
+    delta: torch.Tensor,
+    objective: Callable[[torch.Tensor], torch.Tensor],
+    loss_scale: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """
+    One pass: the gradient of a *summed* per-sample objective with respect to ``delta`` (a batch mean would shrink it
+    by 1/B). ``delta`` is detached first, so the gradient is a constant: no second derivative is ever taken.
+
+    :param forward: Maps inputs to logits.
+    :param x: Clean inputs.
+    :param delta: Current perturbation.
+    :param objective: Maps the logits at ``x + delta`` to the per-sample objective.
+    :param loss_scale: Multiplies the objective before differentiation (keeps fp16 gradients from underflowing); undone
+                       before the gradient is returned.
+    :return: ``(gradient shaped like delta, the logits at x + delta, detached)``.
+    """
+    leaf = delta.detach().requires_grad_(True)
+    logits = forward(x + leaf)
+    (gradient,) = torch.autograd.grad(objective(logits).sum() * loss_scale, leaf)
+    return (gradient / loss_scale if loss_scale != 1.0 else gradient), logits.detach()
+
+
 def input_gradient(
     forward: Forward, x: torch.Tensor, delta: torch.Tensor, y: torch.Tensor, loss_scale: float = 1.0
 ) -> torch.Tensor:
     """
-    Gradient of the *summed* per-sample cross-entropy with respect to ``delta`` (a batch mean would shrink it by 1/B).
+    Gradient of the summed per-sample cross-entropy with respect to ``delta`` (:func:`objective_gradient` of CE).
 
     :param forward: Maps inputs to logits.
     :param x: Clean inputs.
     :param delta: Current perturbation.
     :param y: Labels.
-    :param loss_scale: Multiplies the loss before differentiation (keeps fp16 gradients from underflowing; signs
-                       are unchanged).
+    :param loss_scale: See :func:`objective_gradient`.
     :return: The gradient, shaped like ``delta``.
     """
-    delta = delta.detach().requires_grad_(True)
-    loss = F.cross_entropy(forward(x + delta).float(), y, reduction="sum")
-    (gradient,) = torch.autograd.grad(loss * loss_scale, delta)
+    gradient, _ = objective_gradient(
+        forward, x, delta, lambda logits: F.cross_entropy(logits.float(), y, reduction="none"), loss_scale
+    )
     return gradient
+
+
+def normalise_per_sample(gradient: torch.Tensor) -> torch.Tensor:
+    """``gradient / mean|gradient|`` per sample (MI-FGSM's L1 normalisation, scaled to mean absolute value 1)."""
+    mean_abs = gradient.abs().mean(dim=tuple(range(1, gradient.dim())), keepdim=True)
+    return gradient / mean_abs.clamp_min(torch.finfo(gradient.dtype).tiny)
 
 
 def pgd(

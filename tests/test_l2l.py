@@ -13,8 +13,8 @@ from torch import nn
 
 import art_fastat.trainers.l2l as l2l_module
 from art_fastat.attacks import L2L, RNNOptimizer
-from art_fastat.attacks.l2l import Trajectory, learned_ascent, objective_gradient
-from art_fastat.perturbation import pgd
+from art_fastat.attacks.l2l import Trajectory, learned_ascent
+from art_fastat.perturbation import input_gradient, objective_gradient, pgd
 from art_fastat.trainers import AdversarialTrainerL2L
 
 EPS, STEPS = 0.2, 5
@@ -66,9 +66,7 @@ def test_meta_gradient_is_first_order_and_touches_only_the_lstm(digits, network,
     classifier_network = copy.deepcopy(network).requires_grad_(True)  # weights that could receive gradients
     rnn = RNNOptimizer()
     trajectory = learned_ascent(classifier_network, x, y, rnn, EPS, STEPS, 0.0, 1.0, random_start=False)
-    final_gradient, _ = objective_gradient(classifier_network, x, trajectory.deltas[-1], y,
-                                           l2l_module.cross_entropy_objective, None)  # fmt: skip
-    trajectory.gradients.append(final_gradient)
+    trajectory.gradients.append(input_gradient(classifier_network, x, trajectory.deltas[-1], y))
     assert graphs == [False] * (STEPS + 1)  # no create_graph: no second derivative through the classifier
     assert [g.requires_grad for g in trajectory.gradients] == [False] * (STEPS + 1)  # constants
     surrogate_gradient = torch.autograd.grad(trajectory.meta_surrogate(), list(rnn.parameters()))
@@ -107,8 +105,7 @@ def test_learned_optimizer_climbs_higher_than_tuned_pgd_on_held_out_inputs(digit
         index = torch.randint(0, len(x_train), (64,), generator=generator)
         x, y = x_train[index], y_train[index]
         trajectory = learned_ascent(network.requires_grad_(False), x, y, rnn, EPS, STEPS, 0.0, 1.0, generator=generator)
-        final, _ = objective_gradient(network, x, trajectory.deltas[-1], y, l2l_module.cross_entropy_objective, None)
-        trajectory.gradients.append(final)
+        trajectory.gradients.append(input_gradient(network, x, trajectory.deltas[-1], y))
         optimizer.zero_grad()
         (-trajectory.meta_surrogate() / len(x)).backward()
         optimizer.step()
@@ -130,7 +127,8 @@ def test_trainer_reuses_the_updates_pass_for_the_last_meta_gradient(digits, obje
     trainer._train_batch(x, y, EPS)
     (trajectory,) = trajectories
     clean = before(x).detach() if objective == "trades" else None
-    expected, _ = objective_gradient(before, x, trajectory.deltas[-1], y, l2l_module.OBJECTIVES[objective], clean)
+    expected, _ = objective_gradient(before, x, trajectory.deltas[-1],
+                                     lambda logits: l2l_module.OBJECTIVES[objective](logits, y, clean))  # fmt: skip
     torch.testing.assert_close(trajectory.gradients[-1], expected, rtol=1e-4, atol=1e-6)
     assert len(trajectory.gradients) == len(trajectory.deltas) == 4
     assert not same_weights(weights(make_classifier()), weights(trainer._classifier))  # the update happened

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torchattacks.attack import Attack
 
 from art_fastat._validation import check_non_negative_float, check_positive_int
-from art_fastat.perturbation import Bound, Forward, project, uniform_start
+from art_fastat.perturbation import Bound, Forward, normalise_per_sample, objective_gradient, project, uniform_start
 
 MOMENTUM_NORMALISATIONS = ("l1", "none")
 
@@ -85,13 +85,6 @@ class ChainState:
         return ChainState(*(pick(getattr(self, name), getattr(other, name)) for name in fields))
 
 
-def _normalise(gradient: torch.Tensor, normalisation: str) -> torch.Tensor:
-    if normalisation == "none":
-        return gradient
-    mean_abs = gradient.abs().flatten(1).mean(1).view(-1, *([1] * (gradient.dim() - 1)))
-    return gradient / mean_abs.clamp_min(torch.finfo(gradient.dtype).tiny)
-
-
 def hmc_round(
     forward: Forward,
     x: torch.Tensor,
@@ -137,20 +130,21 @@ def hmc_round(
              trajectory step (the prediction at that state under the weights of this round).
     """
     sign = -1.0 if targeted else 1.0
+
+    def objective(logits: torch.Tensor) -> torch.Tensor:
+        return sign * contrastive_objective(logits, y, state.probs, lam, rho)
+
     delta, momentum = state.delta.detach(), state.momentum
     logits = None
     for _ in range(steps):
-        delta = project(x, delta + position_step * momentum.sign(), eps, low, high).requires_grad_(True)
-        logits = forward(x + delta)
-        objective = sign * contrastive_objective(logits, y, state.probs, lam, rho)
-        (gradient,) = torch.autograd.grad(objective.sum() * loss_scale, delta)
-        if loss_scale != 1.0:
-            gradient = gradient / loss_scale
-        momentum = (momentum + alpha * _normalise(gradient, normalisation)).clamp(-eps, eps)
-        delta = delta.detach()
+        delta = project(x, delta + position_step * momentum.sign(), eps, low, high)
+        gradient, logits = objective_gradient(forward, x, delta, objective, loss_scale)
+        if normalisation == "l1":
+            gradient = normalise_per_sample(gradient)
+        momentum = (momentum + alpha * gradient).clamp(-eps, eps)
     if logits is None:
         return state, None
-    logits = logits.detach().float()
+    logits = logits.float()
     loss = sign * F.cross_entropy(logits, y, reduction="none")
     proposal = ChainState(delta, momentum, loss + momentum.abs().flatten(1).mean(1), F.softmax(logits, dim=1))
     if not mh_correction or state.energy is None:

@@ -25,7 +25,7 @@ from torchattacks.attack import Attack
 
 from art_fastat._validation import check_non_negative_float, check_positive_int
 from art_fastat.losses import kl_divergence
-from art_fastat.perturbation import Bound, Forward, project, uniform_start
+from art_fastat.perturbation import Bound, Forward, normalise_per_sample, objective_gradient, project, uniform_start
 
 #: Per-sample objective the attack ascends, from the logits at ``x + delta``, the labels and the clean logits.
 Objective = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
@@ -57,9 +57,7 @@ class RNNOptimizer(nn.Module):
         :param state: LSTM state of the previous step, or None at the first.
         :return: ``(u, new state)``, ``u`` shaped like ``gradient``.
         """
-        scale = gradient.abs().flatten(1).mean(1).clamp_min(torch.finfo(gradient.dtype).tiny)
-        normalised = gradient / scale.view(-1, *([1] * (gradient.dim() - 1)))
-        features = torch.stack([normalised.reshape(-1), delta_over_eps.reshape(-1)], dim=1)
+        features = torch.stack([normalise_per_sample(gradient).reshape(-1), delta_over_eps.reshape(-1)], dim=1)
         hidden, cell = self.cell(features, state)
         return self.head(hidden).view_as(gradient), (hidden, cell)
 
@@ -92,22 +90,6 @@ class Trajectory:
         weights = [1.0] * (len(self.deltas) - 1) if weights is None else weights
         terms = zip(weights, self.deltas[1:], self.gradients[1:], strict=True)
         return sum(w * (gradient.detach() * delta).sum() for w, delta, gradient in terms)
-
-
-def objective_gradient(
-    forward: Forward,
-    x: torch.Tensor,
-    delta: torch.Tensor,
-    y: torch.Tensor,
-    objective: Objective,
-    clean_logits: torch.Tensor | None,
-    loss_scale: float = 1.0,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """One pass: the summed objective's input gradient at ``delta`` (a constant: ``delta`` is detached first)."""
-    leaf = delta.detach().requires_grad_(True)
-    loss = objective(forward(x + leaf), y, clean_logits)
-    (gradient,) = torch.autograd.grad(loss.sum() * loss_scale, leaf)
-    return (gradient / loss_scale if loss_scale != 1.0 else gradient), loss.detach()
 
 
 def learned_ascent(
@@ -147,13 +129,17 @@ def learned_ascent(
                        only run the learned optimizer.
     :return: The trajectory.
     """
+
+    def attack_objective(logits: torch.Tensor) -> torch.Tensor:
+        return objective(logits, y, clean_logits)
+
     delta = uniform_start(x, eps, generator) if random_start else torch.zeros_like(x)
     trajectory = Trajectory([delta])
     state = None
     for _ in range(steps):
-        gradient, loss = objective_gradient(forward, x, delta, y, objective, clean_logits, loss_scale)
+        gradient, logits = objective_gradient(forward, x, delta, attack_objective, loss_scale)
         trajectory.gradients.append(gradient)
-        trajectory.losses.append(loss)
+        trajectory.losses.append(attack_objective(logits))
         with torch.set_grad_enabled(meta_graph):
             update, state = rnn(gradient, delta / eps if eps else delta, state)
         delta = project(x, delta + eps * torch.tanh(update), eps, low, high)

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from art_fastat._validation import check_choice, check_non_negative_float, check_positive_int
 from art_fastat.losses import kl_divergence
-from art_fastat.perturbation import project, uniform_start
+from art_fastat.perturbation import objective_gradient, project, uniform_start
 from art_fastat.trainers.base import AdversarialTrainerBase
 
 ADVERSARIES = ("fgsm", "pgd")
@@ -98,11 +98,14 @@ class AdversarialTrainerATLAS(AdversarialTrainerBase):
 
     def _local_perturbation(self, x_adv: torch.Tensor, target_logits: torch.Tensor, radius: float) -> torch.Tensor:
         """``xi``: one signed ascent step on ``KL(p(x_a) || p(x_a + xi))`` from ``U(-r, r)``, projected."""
-        xi = uniform_start(x_adv, radius, self.generator).requires_grad_(True)
+
+        def divergence(logits: torch.Tensor) -> torch.Tensor:
+            return kl_divergence(target_logits, logits)
+
+        xi = uniform_start(x_adv, radius, self.generator)
         with self._attack_context():
-            divergence = kl_divergence(target_logits, self._forward(x_adv + xi)).sum()
-            (gradient,) = torch.autograd.grad(divergence * self._attack_loss_scale, xi)
-        return project(x_adv, xi.detach() + 1.25 * radius * gradient.sign(), radius, self.low, self.high)
+            gradient, _ = objective_gradient(self._forward, x_adv, xi, divergence, self._attack_loss_scale)
+        return project(x_adv, xi + 1.25 * radius * gradient.sign(), radius, self.low, self.high)
 
     def _train_batch(self, x: torch.Tensor, y: torch.Tensor, eps: float) -> None:
         delta = self._pgd(x, y, eps, self._step_size(self.alpha, eps), self.steps, random_start=True)

@@ -173,8 +173,9 @@ class AdversarialTrainerBase(Trainer, abc.ABC):
     @property
     def replays(self) -> int:
         """
-        Weight updates per minibatch (Free's ``m``). For a replaying method ``nb_epochs`` counts passes: ``fit`` runs
-        ``ceil(nb_epochs / replays)`` passes over the data, and schedules and warm-up progress in passes.
+        What one minibatch counts for in ``nb_epochs`` (Free: its ``m`` replays; ATCD: its ``T K`` trajectory steps).
+        For a replaying method ``fit`` runs ``ceil(nb_epochs / replays)`` passes over the data, and schedules and
+        warm-up progress in these units.
         """
         return 1
 

@@ -84,16 +84,15 @@ class AdversarialTrainerL2L(AdversarialTrainerBase):
 
     @property
     def passes_per_batch(self) -> float:
-        """T + 1 (PGD-T AT's); RNN-TRADES adds the clean forward passes (about 1)."""
+        """T + 1 (PGD-T AT's); RNN-TRADES's update adds a forward and backward at ``x`` (one pass)."""
         return float(self.steps + 1 + (self.objective == "trades"))
 
     def _train_batch(self, x: torch.Tensor, y: torch.Tensor, eps: float) -> None:
         objective = OBJECTIVES[self.objective]
-        clean_logits = None
+        # TRADES: the update's forward pass at x, whose detached logits are also the attack's reference
+        natural_logits = self._forward(x) if self.objective == "trades" else None
+        clean_logits = None if natural_logits is None else natural_logits.detach()
         with self._attack_context():
-            if self.objective == "trades":
-                with torch.no_grad():
-                    clean_logits = self._forward(x)
             trajectory = learned_ascent(
                 self._forward, x, y, self.rnn, eps, self.steps, self.low, self.high, objective, clean_logits,
                 self.random_start, self.generator, self._attack_loss_scale,
@@ -105,7 +104,7 @@ class AdversarialTrainerL2L(AdversarialTrainerBase):
             final_loss = F.cross_entropy(logits.float(), y, reduction="none")
             weight = 1.0  # d mean CE / d delta = g_T / n
         else:
-            natural_logits, adversarial_logits = self._forward(x), self._forward(x + final)
+            adversarial_logits = self._forward(x + final)
             # TRADES differentiates p(x) too; only p(x + delta) depends on delta, so final.grad = beta g_T / n
             kl = kl_divergence(natural_logits, adversarial_logits)
             self._optimize(F.cross_entropy(natural_logits.float(), y) + self.beta * kl.mean(), adversarial_logits, y)
