@@ -17,7 +17,14 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import benchmark_arguments, cost_table, markdown_table, time_data_passes, train_and_evaluate  # noqa: E402
+from common import (
+    benchmark_arguments,
+    cost_table,
+    markdown_table,
+    time_data_passes,
+    train_and_evaluate,
+    trainer_builder,
+)  # noqa: E402
 
 from art_fastat.trainers import TRAINERS  # noqa: E402
 
@@ -37,11 +44,8 @@ CONFIGURATIONS: dict[str, tuple[str, dict[str, Any]]] = {
 def main() -> None:
     args, protocol, data = benchmark_arguments(__doc__, n_pgd=500, n_cw=0, n_autoattack=200)
 
-    def build(name: str, options: dict[str, Any], seed: int = 0, **engine: Any):
-        return lambda classifier: TRAINERS[name](classifier, eps=protocol.eps, seed=seed, **engine, **options)
-
     print(f"1. Seconds per epoch (8000 images, batch 100), median of {args.repeats}, interleaved")
-    builds = {label: lambda classifier, seed, n=name, o=options: build(n, o, seed)(classifier)
+    builds = {label: trainer_builder(TRAINERS[name], protocol.eps, options)
               for label, (name, options) in CONFIGURATIONS.items()}  # fmt: skip
     median = time_data_passes(builds, protocol, data, args.repeats)
     print("\n" + cost_table(median, {"vs Fast": "Fast", "vs RAT": "RAT (PGD-10)"}))
@@ -51,8 +55,8 @@ def main() -> None:
 
     print(f"\n2. Accuracy (P1: {protocol.nb_epochs} epochs, eps {protocol.eps} warmed up over 3 epochs, triangle lr)")
     engine = protocol.trainer_options()
-    rows = [train_and_evaluate(label, build(name, options, **engine), protocol, data, protocol.eps, args.n_pgd,
-                               args.n_autoattack, n_cw=args.n_cw)
+    rows = [train_and_evaluate(label, trainer_builder(TRAINERS[name], protocol.eps, options, **engine), protocol, data,
+                               protocol.eps, args.n_pgd, args.n_autoattack, n_cw=args.n_cw)
             for label, (name, options) in CONFIGURATIONS.items()]  # fmt: skip
     print()
     print(markdown_table(rows, {"vs Fast": "Fast", "vs RAT": "RAT (PGD-10)"}))

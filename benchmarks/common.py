@@ -96,6 +96,18 @@ def train_and_evaluate(
     return row
 
 
+def trainer_builder(factory: Callable[..., Any], eps: float, options: dict[str, Any], **engine: Any) -> Callable:
+    """
+    :param factory: A trainer class or factory (e.g. ``TRAINERS[name]``).
+    :param eps: L-inf radius.
+    :param options: The method's own arguments.
+    :param engine: Engine options (warm-up, schedule).
+    :return: ``(classifier, seed=0) -> factory(classifier, eps=eps, seed=seed, **engine, **options)``: a build for
+             both :func:`time_data_passes` and :func:`train_and_evaluate`.
+    """
+    return lambda classifier, seed=0: factory(classifier, eps=eps, seed=seed, **engine, **options)
+
+
 def time_data_passes(
     builds: dict[str, Callable[[Any, int], Any]], protocol: Protocol, data: Data, repeats: int
 ) -> dict[str, float]:

@@ -24,7 +24,14 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import benchmark_arguments, cost_table, markdown_table, time_data_passes, train_and_evaluate  # noqa: E402
+from common import (
+    benchmark_arguments,
+    cost_table,
+    markdown_table,
+    time_data_passes,
+    train_and_evaluate,
+    trainer_builder,
+)  # noqa: E402
 
 from art_fastat.attacks.l2l import learned_ascent  # noqa: E402
 from art_fastat.perturbation import pgd, uniform_start  # noqa: E402
@@ -82,13 +89,9 @@ def main() -> None:
         "ART TRADES (PGD-10)": ("art-trades", {}),
     }
 
-    def build(name: str, options: dict[str, Any], seed: int = 0, **engine: Any):
-        if name == "art-trades":
-            return lambda classifier: ARTTrades(classifier, eps=protocol.eps)
-        return lambda classifier: TRAINERS[name](classifier, eps=protocol.eps, seed=seed, **engine, **options)
-
+    factories = {**TRAINERS, "art-trades": ARTTrades}  # ARTTrades ignores seed and engine options
     print(f"1. Seconds per epoch (8000 images, batch 100), median of {args.repeats}, interleaved")
-    builds = {label: lambda classifier, seed, n=name, o=options: build(n, o, seed)(classifier)
+    builds = {label: trainer_builder(factories[name], protocol.eps, options)
               for label, (name, options) in configurations.items()}  # fmt: skip
     median = time_data_passes(builds, protocol, data, args.repeats)
     print("\n" + cost_table(median, {"vs RAT (PGD-5)": "RAT (PGD-5)", "vs RAT (PGD-10)": "RAT (PGD-10)"}))
@@ -102,14 +105,14 @@ def main() -> None:
     engine = protocol.trainer_options()
     trainers: dict[str, Any] = {}
 
-    def keep(label: str, factory: Any):
+    def keep(label: str, build: Any):
         def build_and_keep(classifier: Any) -> Any:
-            trainers[label] = factory(classifier)
+            trainers[label] = build(classifier)
             return trainers[label]
 
         return build_and_keep
 
-    rows = [train_and_evaluate(label, keep(label, build(name, options, **({} if name == "art-trades" else engine))),
+    rows = [train_and_evaluate(label, keep(label, trainer_builder(factories[name], protocol.eps, options, **engine)),
                                protocol, data, protocol.eps, args.n_pgd, args.n_autoattack, n_cw=args.n_cw)
             for label, (name, options) in configurations.items()]  # fmt: skip
     print()

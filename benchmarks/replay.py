@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import benchmark_arguments, markdown_table, time_data_passes, train_and_evaluate  # noqa: E402
+from common import benchmark_arguments, markdown_table, time_data_passes, train_and_evaluate, trainer_builder  # noqa: E402
 from engine import hand_written_free_epoch  # noqa: E402
 
 from art_fastat.trainers import TRAINERS  # noqa: E402
@@ -60,9 +60,9 @@ def main() -> None:
     print(f"1. Seconds per pass over the data (8000 images, batch 100), median of {args.repeats}, interleaved")
     x, y = data[0], data[1]
 
-    builds = {label: lambda classifier, seed, n=name, o=options: TRAINERS[n](classifier, eps=protocol.eps, seed=seed,
-                                                                             **o)
-              for label, (name, options) in VARIANTS.items()}  # fmt: skip
+    builds = {
+        label: trainer_builder(TRAINERS[name], protocol.eps, options) for label, (name, options) in VARIANTS.items()
+    }
     builds["Free-8 hand-written"] = lambda classifier, seed: hand_written_free_epoch(classifier, x, y, 8, seed)
     median = time_data_passes(builds, protocol, data, args.repeats)
     passes = {"natural": 1, "RAT (PGD-10)": 11, "Free-8": 8, "Free-8 hand-written": 8}
@@ -80,9 +80,9 @@ def main() -> None:
     print(f"\n2. Accuracy (P1, eps {protocol.eps} warmed up over 3 passes, triangle lr; s/epoch is per data pass)")
     engine = protocol.trainer_options()
     rows = [
-        train_and_evaluate(label, lambda classifier, n=name, o=options: TRAINERS[n](classifier, eps=protocol.eps,
-                           seed=0, **engine, **o), protocol, data, protocol.eps, args.n_pgd, args.n_autoattack,
-                           nb_epochs=replay_epochs(name, args), n_cw=args.n_cw)
+        train_and_evaluate(label, trainer_builder(TRAINERS[name], protocol.eps, options, **engine), protocol, data,
+                           protocol.eps, args.n_pgd, args.n_autoattack, nb_epochs=replay_epochs(name, args),
+                           n_cw=args.n_cw)
         for label, (name, options) in {**VARIANTS, **INVESTIGATION}.items()
     ]  # fmt: skip
     print()
