@@ -45,6 +45,13 @@ def tiny_network(seed: int = 0, batch_norm: bool = False) -> nn.Module:
 
 
 @pytest.fixture(scope="session")
+def train_subset(digits) -> tuple[np.ndarray, np.ndarray]:
+    """The first 256 P0 training images and labels: enough for one-batch and few-epoch checks."""
+    x, y, _, _ = digits
+    return x[:256], y[:256]
+
+
+@pytest.fixture(scope="session")
 def trained_network(digits) -> nn.Module:
     """:func:`tiny_network` trained naturally on the digits (300 Adam steps), then frozen: attacks on it have a real
     loss surface to climb (an untrained network's loss is flat near log 10)."""

@@ -15,14 +15,8 @@ from art_fastat.trainers import AdversarialTrainerATLAS, AdversarialTrainerFast
 EPS = 0.2
 
 
-@pytest.fixture(scope="module")
-def data(digits):
-    x, y, _, _ = digits
-    return x[:256], y[:256]
-
-
-def test_without_both_terms_atlas_is_fast(data):
-    x, y = data
+def test_without_both_terms_atlas_is_fast(train_subset):
+    x, y = train_subset
     atlas, fast = make_classifier(), make_classifier()
     AdversarialTrainerATLAS(atlas, eps=EPS, local_term=False, global_term=False, seed=3).fit(x, y, batch_size=64,
                                                                                               nb_epochs=2)  # fmt: skip
@@ -39,8 +33,8 @@ def test_kl_divergence_is_zero_on_equal_predictions_and_matches_torch():
 
 
 @pytest.mark.parametrize(("local_term", "global_term"), [(True, True), (True, False), (False, True)])
-def test_update_is_the_gradient_of_the_stated_loss_with_the_attacks_held_constant(data, local_term, global_term):
-    x, y = (torch.from_numpy(a[:64]) for a in data)
+def test_update_is_the_gradient_of_the_stated_loss_with_attacks_held_constant(train_subset, local_term, global_term):
+    x, y = (torch.from_numpy(a[:64]) for a in train_subset)
     network = tiny_network()
     reference = tiny_network()
     classifier = PyTorchClassifier(
@@ -83,8 +77,8 @@ def test_update_is_the_gradient_of_the_stated_loss_with_the_attacks_held_constan
     assert recorded == {"ce"} | ({"local_kl"} if local_term else set()) | ({"global_kl"} if global_term else set())
 
 
-def test_history_has_each_term_and_the_cost_is_counted(data):
-    x, y = data
+def test_history_has_each_term_and_the_cost_is_counted(train_subset):
+    x, y = train_subset
     network = tiny_network()
     forwards = []
     network[0].register_forward_hook(lambda module, inputs, output: forwards.append(1))

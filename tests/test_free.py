@@ -12,24 +12,18 @@ from art_fastat.trainers import AdversarialTrainerFree, NaturalTrainer
 EPS = 0.2
 
 
-@pytest.fixture(scope="module")
-def data(digits):
-    x, y, _, _ = digits
-    return x[:256], y[:256]
-
-
-def test_exactly_one_forward_and_one_backward_pass_per_replay(data):
-    x, y = data
+def test_exactly_one_forward_and_one_backward_pass_per_replay(train_subset):
+    x, y = train_subset
     network = tiny_network()
     forwards, backwards = [], []
     network[0].register_forward_hook(lambda module, inputs, output: forwards.append(1))
     network[0].register_full_backward_hook(lambda module, grad_input, grad_output: backwards.append(1))
     AdversarialTrainerFree(make_classifier(network), eps=EPS, replays=3).fit(x, y, batch_size=64, nb_epochs=3)
-    assert len(forwards) == len(backwards) == 3 * 4  # one data pass of 4 minibatches, 3 replays each
+    assert len(forwards) == len(backwards) == 3 * 4  # one train_subset pass of 4 minibatches, 3 replays each
 
 
-def test_the_perturbation_persists_across_minibatches(data):
-    x, y = (torch.from_numpy(a) for a in data)
+def test_the_perturbation_persists_across_minibatches(train_subset):
+    x, y = (torch.from_numpy(a) for a in train_subset)
     trainer = AdversarialTrainerFree(make_classifier(), eps=EPS, replays=2)
     inputs = []
     original_update = trainer._update
@@ -46,8 +40,8 @@ def test_the_perturbation_persists_across_minibatches(data):
     assert float((inputs[0] - x[:64]).abs().max()) == 0  # the buffer starts at zero
 
 
-def test_one_replay_at_zero_budget_is_natural_training(data):
-    x, y = data
+def test_one_replay_at_zero_budget_is_natural_training(train_subset):
+    x, y = train_subset
 
     class ZeroBudget(AdversarialTrainerFree):
         def _current_eps(self):
@@ -59,8 +53,8 @@ def test_one_replay_at_zero_budget_is_natural_training(data):
     assert same_weights(weights(free), weights(natural))
 
 
-def test_nb_epochs_counts_passes(data):
-    x, y = data
+def test_nb_epochs_counts_passes(train_subset):
+    x, y = train_subset
     classifier = make_classifier()
     trainer = AdversarialTrainerFree(classifier, eps=EPS, replays=4, lr_schedule="triangle")
     history = trainer.fit(x, y, batch_size=64, nb_epochs=8)
@@ -70,8 +64,8 @@ def test_nb_epochs_counts_passes(data):
     assert trainer.passes_per_batch == 4
 
 
-def test_resume_keeps_the_perturbation_and_is_bit_identical(data, tmp_path):
-    x, y = data
+def test_resume_keeps_the_perturbation_and_is_bit_identical(train_subset, tmp_path):
+    x, y = train_subset
     straight = make_classifier()
     AdversarialTrainerFree(straight, eps=EPS, replays=2, seed=1).fit(x, y, batch_size=64, nb_epochs=6)
     AdversarialTrainerFree(make_classifier(), eps=EPS, replays=2, seed=1, checkpoint_dir=tmp_path).fit(
