@@ -11,11 +11,14 @@ from typing import Any
 from art_fastat import attacks
 from art_fastat._classifier import input_space_model
 from art_fastat.trainers import (
+    AdversarialTrainerATCD,
+    AdversarialTrainerATLAS,
     AdversarialTrainerBase,
     AdversarialTrainerDAT,
     AdversarialTrainerFast,
     AdversarialTrainerFree,
     AdversarialTrainerGAAT,
+    AdversarialTrainerL2L,
     AdversarialTrainerPGD,
     NaturalTrainer,
 )
@@ -35,11 +38,14 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "AdversarialTrainerATCD",
+    "AdversarialTrainerATLAS",
     "AdversarialTrainerBase",
     "AdversarialTrainerDAT",
     "AdversarialTrainerFast",
     "AdversarialTrainerFree",
     "AdversarialTrainerGAAT",
+    "AdversarialTrainerL2L",
     "AdversarialTrainerPGD",
     "NaturalTrainer",
     "RobustnessReport",
