@@ -10,6 +10,7 @@ L2L-RNN against RAT and ART's TRADES on protocol P1 (``mnist10k``), in one run (
    PGD-5 with steps eps/4 and eps/2 from the same random start.
 
     python benchmarks/l2l.py --data-dir ../shared/data/mnist [--n-pgd 500] [--n-cw 50] [--n-autoattack 100]
+    python benchmarks/l2l.py --data-dir ../shared/data/mnist --profile   # where an L2L batch spends its time
 """
 
 from __future__ import annotations
@@ -79,8 +80,33 @@ def inner_losses(model: torch.nn.Module, rnn: torch.nn.Module, x: torch.Tensor, 
     return curves
 
 
+def profile_batch(protocol: Any, data: tuple) -> None:
+    """Where one L2L (T=5) batch of 100 P1 images spends its time on one thread (``torch.profiler``)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.set_num_threads(1)
+    trainer = TRAINERS["l2l"](protocol.make_classifier("cpu", seed=0), eps=protocol.eps, steps=STEPS)
+    x, y = torch.from_numpy(data[0][:100]), torch.from_numpy(data[1][:100])
+    trainer._train_batch(x, y, protocol.eps)  # warm-up
+    with profile(activities=[ProfilerActivity.CPU]) as profiler:
+        for _ in range(3):
+            trainer._train_batch(x, y, protocol.eps)
+    print(profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
+
+
 def main() -> None:
-    args, protocol, data = benchmark_arguments(__doc__, n_pgd=500, n_cw=50, n_autoattack=100)
+    args, protocol, data = benchmark_arguments(
+        __doc__,
+        n_pgd=500,
+        n_cw=50,
+        n_autoattack=100,
+        extra=lambda parser: parser.add_argument(
+            "--profile", action="store_true", help="profile one L2L batch and stop"
+        ),
+    )
+    if args.profile:
+        profile_batch(protocol, data)
+        return
     configurations: dict[str, tuple[str, dict[str, Any]]] = {
         "RAT (PGD-5)": ("pgd", {"steps": 5}),
         "RAT (PGD-10)": ("pgd", {"steps": 10}),
