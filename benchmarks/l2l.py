@@ -11,6 +11,7 @@ L2L-RNN against RAT and ART's TRADES on protocol P1 (``mnist10k``), in one run (
 
     python benchmarks/l2l.py --data-dir ../shared/data/mnist [--n-pgd 500] [--n-cw 50] [--n-autoattack 100]
     python benchmarks/l2l.py --data-dir ../shared/data/mnist --profile   # where an L2L batch spends its time
+    python benchmarks/l2l.py --data-dir ../shared/data/mnist --timing-only --hidden-sizes 8 4 2   # smaller LSTMs
 """
 
 from __future__ import annotations
@@ -100,8 +101,15 @@ def main() -> None:
         n_pgd=500,
         n_cw=50,
         n_autoattack=100,
-        extra=lambda parser: parser.add_argument(
-            "--profile", action="store_true", help="profile one L2L batch and stop"
+        extra=lambda parser: (
+            parser.add_argument("--profile", action="store_true", help="profile one L2L batch and stop"),
+            parser.add_argument(
+                "--hidden-sizes",
+                type=int,
+                nargs="*",
+                default=[],
+                help="also time L2L with these LSTM hidden sizes (the default is 16)",
+            ),  # fmt: skip
         ),
     )
     if args.profile:
@@ -114,11 +122,14 @@ def main() -> None:
         "L2L-TRADES (T=5)": ("l2l-trades", {"steps": STEPS}),
         "ART TRADES (PGD-10)": ("art-trades", {}),
     }
+    timed = dict(configurations)
+    for hidden_size in args.hidden_sizes:
+        timed[f"L2L (T=5, hidden {hidden_size})"] = ("l2l", {"steps": STEPS, "hidden_size": hidden_size})
 
     factories = {**TRAINERS, "art-trades": ARTTrades}  # ARTTrades ignores seed and engine options
     print(f"1. Seconds per epoch (8000 images, batch 100), median of {args.repeats}, interleaved")
     builds = {label: trainer_builder(factories[name], protocol.eps, options)
-              for label, (name, options) in configurations.items()}  # fmt: skip
+              for label, (name, options) in timed.items()}  # fmt: skip
     median = time_data_passes(builds, protocol, data, args.repeats)
     print("\n" + cost_table(median, {"vs RAT (PGD-5)": "RAT (PGD-5)", "vs RAT (PGD-10)": "RAT (PGD-10)"}))
     print(f"\nL2L / RAT at T=5: {median['L2L (T=5)'] / median['RAT (PGD-5)']:.2f}x (target <= 1.25x)")
