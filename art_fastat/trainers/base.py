@@ -35,7 +35,7 @@ from art_fastat._validation import (
     check_non_negative_float,
     check_positive_int,
 )
-from art_fastat.perturbation import pgd
+from art_fastat.perturbation import Bound, Forward, pgd
 from art_fastat.trainers.schedules import LR_SCHEDULES, lr_multiplier, warmed_up_eps
 
 logger = logging.getLogger(__name__)
@@ -464,24 +464,14 @@ class AdversarialTrainerBase(Trainer, abc.ABC):
         for group, peak in zip(self.optimizer.param_groups, self._peak_lrs, strict=True):
             group["lr"] = peak * multiplier
 
-    @torch.no_grad()
     def _validate(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
         """Clean and PGD accuracy on the fixed validation subset, in eval mode, with a fixed random stream."""
-        started = time.perf_counter()
         self.network.eval()
         try:
-            result = {"val_accuracy": float((self._forward(x).argmax(1) == y).float().mean())}
-            if self.eps:
-                generator = torch.Generator(device=self.device)
-                generator.manual_seed(self.seed + 1)
-                with torch.enable_grad():
-                    delta = pgd(self._forward, x, y, self.eps, self.eps / 4, self.validation_pgd_steps,
-                                self.low, self.high, True, generator)  # fmt: skip
-                result["val_pgd_accuracy"] = float((self._forward(x + delta).argmax(1) == y).float().mean())
+            return validation_metrics(self._forward, x, y, self.eps, self.validation_pgd_steps, self.low, self.high,
+                                      self.seed + 1)  # fmt: skip
         finally:
             self.network.train()
-        result["val_seconds"] = time.perf_counter() - started
-        return result
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -543,6 +533,29 @@ class AdversarialTrainerBase(Trainer, abc.ABC):
         self._load_method_state(state["method_state"])
         logger.info("%s: resumed from %s after epoch %d", self.method, path, state["epoch"])
         return int(state["epoch"])
+
+
+@torch.no_grad()
+def validation_metrics(
+    forward: Forward, x: torch.Tensor, y: torch.Tensor, eps: float, pgd_steps: int, low: Bound, high: Bound, seed: int
+) -> dict[str, float]:
+    """
+    The per-epoch validation of every trainer (and of the benchmark's ART anchors): clean accuracy and the accuracy
+    under PGD with ``pgd_steps`` steps of eps/4 from a random start, the start drawn from a generator seeded with
+    ``seed`` so every epoch and every method meets the same attack. The caller sets the model's mode.
+
+    :return: ``val_accuracy``, ``val_pgd_accuracy`` (only if ``eps`` > 0) and ``val_seconds``.
+    """
+    started = time.perf_counter()
+    result = {"val_accuracy": float((forward(x).argmax(1) == y).float().mean())}
+    if eps:
+        generator = torch.Generator(device=x.device)
+        generator.manual_seed(seed)
+        with torch.enable_grad():
+            delta = pgd(forward, x, y, eps, eps / 4, pgd_steps, low, high, True, generator)
+        result["val_pgd_accuracy"] = float((forward(x + delta).argmax(1) == y).float().mean())
+    result["val_seconds"] = time.perf_counter() - started
+    return result
 
 
 def _format(record: dict[str, float]) -> str:
