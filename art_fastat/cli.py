@@ -1,6 +1,7 @@
 """
 Command line: ``art-fastat train`` trains a method under a benchmark protocol and evaluates it; ``art-fastat
-evaluate`` evaluates saved weights. Methods come from :data:`art_fastat.trainers.TRAINERS`, so a new trainer is
+evaluate`` evaluates saved weights; ``art-fastat bench`` trains and evaluates several methods and writes a leaderboard
+(:mod:`art_fastat.bench`). Methods come from :data:`art_fastat.trainers.TRAINERS`, so a new trainer is
 available here once registered there; its own arguments are passed as ``--option name=value``.
 """
 
@@ -82,7 +83,28 @@ def _build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--checkpoint", required=True, help="model.pt written by train, or an engine checkpoint")
     common(evaluate)
     evaluate.add_argument("--out", help="directory for report.json and report.md")
+
+    from art_fastat.bench import METHODS
+
+    bench = commands.add_parser("bench", help="train and evaluate several methods; write a leaderboard and plots")
+    bench.add_argument("--methods", type=_parse_methods, default=METHODS,
+                       help=f"comma-separated (default: all): {','.join(METHODS)}")  # fmt: skip
+    common(bench)
+    bench.add_argument("--epochs", type=int, help="epochs of every method (default: the protocol's)")
+    bench.add_argument("--quiet", action="store_true", help="no progress bars")
+    bench.add_argument("--out", required=True, help="output directory (re-running skips finished methods)")
     return parser
+
+
+def _parse_methods(text: str) -> tuple[str, ...]:
+    from art_fastat.bench import METHODS
+
+    methods = tuple(m.strip() for m in text.split(",") if m.strip())
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise argparse.ArgumentTypeError(f"unknown {unknown}: --methods must be a comma-separated subset of "
+                                         f"{','.join(METHODS)}")  # fmt: skip
+    return methods
 
 
 def _evaluate_and_write(classifier: Any, protocol: Any, args: argparse.Namespace, x: Any, y: Any, eps: float) -> Any:
@@ -153,6 +175,16 @@ def _evaluate(args: argparse.Namespace) -> None:
     print(_evaluate_and_write(classifier, protocol, args, x_test, y_test, eps).to_markdown())
 
 
+def _bench(args: argparse.Namespace) -> None:
+    from art_fastat.bench import bench
+
+    if args.eps is not None:
+        raise SystemExit("art-fastat: bench runs every method at the protocol's eps; --eps is for train and evaluate")
+    bench(args.protocol, args.out, args.methods, data_dir=args.data_dir, device=args.device, seed=args.seed,
+                 n_eval=args.n_eval, attacks=args.attacks, epochs=args.epochs, verbose=not args.quiet)  # fmt: skip
+    print((Path(args.out) / "leaderboard.md").read_text())
+
+
 def main(argv: list[str] | None = None) -> None:
     """
     Entry point of the ``art-fastat`` command.
@@ -162,7 +194,7 @@ def main(argv: list[str] | None = None) -> None:
     args = _build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     try:
-        {"train": _train, "evaluate": _evaluate}[args.command](args)
+        {"train": _train, "evaluate": _evaluate, "bench": _bench}[args.command](args)
     except (ValueError, TypeError, FileNotFoundError) as error:
         print(f"art-fastat: error: {error}", file=sys.stderr)
         raise SystemExit(2) from error
