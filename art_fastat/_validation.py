@@ -140,3 +140,28 @@ def check_data(x: Any, y: Any, classifier: Any, x_name: str = "x", y_name: str =
 
 def _describe(value: np.ndarray) -> str:
     return f"{value:g}" if value.ndim == 0 else f"[{value.min():g}, {value.max():g}]"
+
+
+def check_attack_inputs(images: Any, labels: Any, device: Any) -> tuple[Any, Any]:
+    """
+    The inputs of an attack's ``forward`` (torchattacks' convention: images in [0, 1]).
+
+    :param images: A float tensor ``(n, ...)`` with values in [0, 1].
+    :param labels: An integer tensor ``(n,)``.
+    :param device: The attack's device.
+    :return: Detached copies of both on ``device`` (the caller's tensors are never modified).
+    """
+    import torch
+
+    if not isinstance(images, torch.Tensor) or not images.is_floating_point() or images.ndim < 2:
+        raise TypeError(f"images must be a float tensor of shape (n, ...), got {type(images).__name__}")
+    if not isinstance(labels, torch.Tensor) or labels.is_floating_point() or labels.shape != images.shape[:1]:
+        raise ValueError(f"labels must be an integer tensor of shape ({len(images)},), got {labels!r:.80}")
+    if not torch.isfinite(images).all():
+        raise ValueError("images must be finite: they hold NaN or inf values")
+    if images.min() < 0 or images.max() > 1:
+        raise ValueError(
+            f"images must lie in the range [0, 1] (torchattacks' convention), got {float(images.min()):g}.."
+            f"{float(images.max()):g}"
+        )
+    return images.clone().detach().to(device), labels.clone().detach().to(device)

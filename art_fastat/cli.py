@@ -21,6 +21,8 @@ import torch
 logger = logging.getLogger(__name__)
 
 ATTACKS = ("pgd", "cw", "autoattack")
+#: Whether this process joined a torchrun process group in :func:`_join_torchrun` (and leaves it at the end).
+_JOINED = False
 
 
 def parse_options(pairs: list[str]) -> dict[str, Any]:
@@ -127,7 +129,8 @@ def _train(args: argparse.Namespace) -> None:
 
     protocol = get_protocol(args.protocol)
     x_train, y_train, x_test, y_test = protocol.load(args.data_dir)
-    classifier = protocol.make_classifier(args.device, args.seed, args.lr)
+    device, rank = _join_torchrun(args.device)
+    classifier = protocol.make_classifier(device, args.seed, args.lr)
     eps = protocol.eps if args.eps is None else args.eps
     out = Path(args.out)
     options = {**protocol.trainer_options(), **parse_options(args.option)}
@@ -138,12 +141,16 @@ def _train(args: argparse.Namespace) -> None:
     started = time.perf_counter()
     history = trainer.fit(
         x_train, y_train, validation_data=(x_test, y_test),
-        batch_size=args.batch_size or protocol.batch_size, nb_epochs=args.epochs or protocol.nb_epochs,
+        batch_size=protocol.batch_size if args.batch_size is None else args.batch_size,
+        nb_epochs=protocol.nb_epochs if args.epochs is None else args.epochs,
     )  # fmt: skip
     wall_seconds = time.perf_counter() - started
+    if rank != 0:  # under torchrun, rank 0 writes and evaluates; the ranks hold identical weights
+        return
     torch.save(classifier.model.state_dict(), out / "model.pt")
     config = {
         "method": args.method, "protocol": protocol.name, "eps": eps, "seed": args.seed, "options": options,
+        "processes": trainer.world_size,
         "training_seconds": sum(epoch["seconds"] for epoch in history), "wall_seconds": wall_seconds,
         "passes_per_batch": trainer.passes_per_batch,
     }  # fmt: skip
@@ -152,6 +159,30 @@ def _train(args: argparse.Namespace) -> None:
     report = _evaluate_and_write(classifier, protocol, args, x_test, y_test, eps)
     print(f"## {args.method} on {protocol.name} (eps={eps:g}): {config['training_seconds']:.1f} s of training\n")
     print(report.to_markdown())
+
+
+def _join_torchrun(device: str | None) -> tuple[str | None, int]:
+    """
+    Under ``torchrun`` (``WORLD_SIZE`` > 1 in the environment) join the process group, as every trainer then trains
+    with DistributedDataParallel: NCCL with one GPU per local rank when CUDA is used, gloo on CPUs.
+
+    :param device: The ``--device`` argument.
+    :return: The device this process trains on, and its rank (0 without torchrun).
+    """
+    import os
+
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return device, 0
+    use_cuda = torch.cuda.is_available() and (device is None or device.startswith("cuda"))
+    if not dist.is_initialized():
+        if use_cuda:
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+        global _JOINED
+        _JOINED = True
+    return (f"cuda:{torch.cuda.current_device()}" if use_cuda else "cpu"), dist.get_rank()
 
 
 def _evaluate(args: argparse.Namespace) -> None:
@@ -163,9 +194,15 @@ def _evaluate(args: argparse.Namespace) -> None:
     path = Path(args.checkpoint)
     if not path.is_file():
         raise SystemExit(f"art-fastat: --checkpoint {path} does not exist")
+    from art_fastat.trainers.base import DIGEST_HEADER, read_checkpoint
+
     try:
-        state = torch.load(path, map_location=classifier.device, weights_only=True)
-        state = state.get("model", state)
+        with open(path, "rb") as handle:
+            engine_checkpoint = handle.read(len(DIGEST_HEADER)) == DIGEST_HEADER
+        if engine_checkpoint:
+            state = read_checkpoint(path, classifier.device)["model"]
+        else:
+            state = torch.load(path, map_location=classifier.device, weights_only=True)
         classifier.model.load_state_dict(state)
     except Exception as error:
         raise SystemExit(
@@ -198,6 +235,11 @@ def main(argv: list[str] | None = None) -> None:
     except (ValueError, TypeError, FileNotFoundError) as error:
         print(f"art-fastat: error: {error}", file=sys.stderr)
         raise SystemExit(2) from error
+    finally:
+        import torch.distributed as dist
+
+        if _JOINED and dist.is_initialized():
+            dist.destroy_process_group()
 
 
 if __name__ == "__main__":

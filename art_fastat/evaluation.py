@@ -70,6 +70,8 @@ class RobustnessReport:
     :param seconds: Wall-clock seconds of the clean pass (``"clean"``) and of each attack.
     :param per_sample: Boolean arrays of shape ``(n,)``: ``"clean"``, one per attack, and ``"worst_case"``.
     :param settings: The parameters every attack ran with (JSON-serialisable).
+    :param flags: Warnings of the sanity checks (see :func:`sanity_flags`): signs of gradient masking or of a
+                  broken evaluation. Empty when every check passed.
     """
 
     n: int
@@ -81,6 +83,7 @@ class RobustnessReport:
     seconds: dict[str, float]
     per_sample: dict[str, np.ndarray] = field(repr=False)
     settings: dict[str, Any] = field(default_factory=dict)
+    flags: list[str] = field(default_factory=list)
 
     def to_dict(self, per_sample: bool = False) -> dict[str, Any]:
         """
@@ -96,6 +99,7 @@ class RobustnessReport:
             "worst_case_accuracy": float(self.worst_case_accuracy),
             "seconds": {name: float(value) for name, value in self.seconds.items()},
             "settings": json.loads(json.dumps(self.settings)),
+            "flags": list(self.flags),
         }
         if per_sample:
             result["per_sample"] = {
@@ -125,6 +129,7 @@ class RobustnessReport:
         for name, accuracy in self.robust_accuracy.items():
             lines.append(f"| {name} | {accuracy:.2%} | {self.seconds.get(name, 0.0):.2f} |")
         lines.append(f"| worst case | {self.worst_case_accuracy:.2%} | {sum(self.seconds.values()):.2f} |")
+        lines += ["", *(f"**Warning:** {flag}" for flag in self.flags)] if self.flags else []
         return "\n".join(lines)
 
     def leaderboard_row(self, name: str, training_seconds: float | None = None) -> dict[str, Any]:
@@ -268,6 +273,7 @@ def evaluate(
     x = np.array(x, dtype=np.float32, copy=True)
     n = len(x)
     settings: dict[str, Any] = {"batch_size": batch_size, "seed": seed, "attacks": list(attack_names)}
+    autoattack_warnings: list[str] = []
     per_sample: dict[str, np.ndarray] = {}
     seconds: dict[str, float] = {}
 
@@ -331,6 +337,7 @@ def evaluate(
                     seed,
                     verbose,
                 )
+                autoattack_warnings = settings["autoattack"].pop("warnings")
                 _check_budget("autoattack", x_adv, x, eps + tolerance, norm_name)
                 robust = _predict_labels(classifier, x_adv, batch_size) == labels
             seconds[name] = time.perf_counter() - started
@@ -341,7 +348,9 @@ def evaluate(
     for name in attack_names:
         worst_case &= per_sample[name]
     per_sample["worst_case"] = worst_case
-    return RobustnessReport(
+    with _random_state_preserved(), _evaluation_mode(classifier.model):
+        model_warnings = _autoattack_checks(classifier, x[:batch_size], labels[:batch_size])
+    report = RobustnessReport(
         n=n,
         eps=eps,
         norm=norm_name,
@@ -352,6 +361,81 @@ def evaluate(
         per_sample=per_sample,
         settings=settings,
     )
+    report.flags = sanity_flags(report) + autoattack_warnings + model_warnings
+    for flag in report.flags:
+        logger.warning("Evaluation sanity: %s", flag)
+    return report
+
+
+#: Attacks from weaker to stronger: an attack's accuracy should not exceed that of an attack before it on the
+#: same points (AutoAttack's first attack, APGD-CE, is a stronger PGD).
+ATTACK_STRENGTH_ORDER: tuple[tuple[str, str], ...] = (("pgd", "autoattack"),)
+
+
+def sanity_flags(report: RobustnessReport) -> list[str]:
+    """
+    The consistency checks of a report (the lesson of gradient masking, Athalye et al. 2018): an attack cannot leave
+    more points correct than there are clean correct points, and a stronger attack (AutoAttack) should not leave
+    correct a point that a weaker one (PGD) broke. A flag does not prove the defence broken; it says the evaluation
+    needs a closer look (more restarts, an adaptive attack).
+
+    :param report: A report of :func:`evaluate` (per-sample results needed).
+    :return: One message per failed check.
+    """
+    flags = []
+    for name, accuracy in report.robust_accuracy.items():
+        if accuracy > report.clean_accuracy:
+            flags.append(f"{name} accuracy {accuracy:.2%} is above the clean accuracy {report.clean_accuracy:.2%}")
+    for weaker, stronger in ATTACK_STRENGTH_ORDER:
+        if weaker in report.per_sample and stronger in report.per_sample:
+            survived = int(np.sum(report.per_sample[stronger] & ~report.per_sample[weaker]))
+            if survived:
+                flags.append(
+                    f"{stronger} (the stronger attack) leaves {survived} point(s) correct that {weaker} broke "
+                    f"({report.robust_accuracy[stronger]:.2%} vs {report.robust_accuracy[weaker]:.2%}): a sign "
+                    "of gradient masking or of randomness in the model"
+                )
+    return flags
+
+
+def _dlr_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """AutoAttack's difference-of-logits-ratio loss (Croce & Hein 2020, eq. 6), whose gradient APGD-T checks."""
+    ordered, indices = logits.sort(dim=1)
+    correct = logits.gather(1, y[:, None]).squeeze(1)
+    best_other = torch.where(indices[:, -1] == y, ordered[:, -2], ordered[:, -1])
+    return -(correct - best_other) / (ordered[:, -1] - ordered[:, -3] + 1e-12)
+
+
+def _autoattack_checks(classifier: Any, x: np.ndarray, labels: np.ndarray) -> list[str]:
+    """
+    AutoAttack's own checks on one batch of clean points, whichever attacks run: a randomised model (five forward passes
+    that disagree), outputs that look like probabilities rather than logits, and inputs where the gradient of the DLR
+    loss (the one APGD-T checks) is exactly zero.
+
+    :return: The checks' warnings.
+    """
+    from pyautoattack import checks
+
+    model = input_space_model(classifier)
+    model.eval()
+    inputs = torch.from_numpy(x).to(classifier.device)
+    targets = torch.from_numpy(labels).to(classifier.device)
+    collected: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            collected.append(f"AutoAttack check: {record.getMessage()}")
+
+    check_logger = logging.getLogger(f"{__name__}.checks")
+    check_logger.propagate = False
+    check_logger.handlers = [Collect()]
+    checks.check_randomized(model, inputs, targets, bs=len(inputs), logger=check_logger)
+    checks.check_range_output(model, inputs, logger=check_logger)
+    with torch.enable_grad():
+        inputs.requires_grad_(True)
+        (gradient,) = torch.autograd.grad(_dlr_loss(model(inputs), targets).sum(), inputs)
+    checks.check_zero_gradients(gradient, logger=check_logger)
+    return collected
 
 
 def _check_norm(norm: Any) -> str:
@@ -534,7 +618,7 @@ def _autoattack(
     if not unit:
         model = _UnitBoxModel(model, torch.from_numpy(low[np.newaxis]).to(classifier.device), width)
     model.eval()
-    with _autoattack_output(verbose):
+    with _autoattack_output(verbose) as output:
         adversary = AutoAttack(
             model,
             attacks=attacks,
@@ -556,6 +640,7 @@ def _autoattack(
             settings["n_target_classes"] = targets
         z = x if unit else np.clip((x - low) / width, 0.0, 1.0).astype(np.float32)
         z_adv, _ = adversary.run_standard_evaluation(torch.tensor(z), torch.from_numpy(labels), batch_size=batch_size)
+    settings["warnings"] = output.warnings
     x_adv = z_adv.detach().cpu().numpy().astype(np.float32)
     if not unit:
         x_adv = np.clip(low + x_adv * width, low, low + width).astype(np.float32)
@@ -571,6 +656,8 @@ class _ForwardToLogger(logging.Handler):
         """
         super().__init__(logging.DEBUG)
         self.progress_level = logging.INFO if verbose else logging.DEBUG
+        #: The warnings AutoAttack logged (its sanity checks).
+        self.warnings: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
         """
@@ -578,10 +665,12 @@ class _ForwardToLogger(logging.Handler):
         """
         level = record.levelno if record.levelno >= logging.WARNING else self.progress_level
         logger.log(level, "AutoAttack: %s", record.getMessage())
+        if record.levelno >= logging.WARNING:
+            self.warnings.append(f"AutoAttack: {record.getMessage()}")
 
 
 @contextlib.contextmanager
-def _autoattack_output(verbose: bool) -> Iterator[None]:
+def _autoattack_output(verbose: bool) -> Iterator[_ForwardToLogger]:
     """
     Route AutoAttack's output through this module's logger while it runs.
 
@@ -600,7 +689,7 @@ def _autoattack_output(verbose: bool) -> Iterator[None]:
     printed = io.StringIO()
     try:
         with contextlib.nullcontext() if verbose else contextlib.redirect_stdout(printed):
-            yield
+            yield handler
     finally:
         sys.settrace(tracer)
         autoattack_logger.removeHandler(handler)

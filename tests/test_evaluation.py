@@ -443,3 +443,58 @@ def test_leaderboard_row_has_none_for_attacks_not_run(classifier, data):
     assert row["autoattack"] is None and row["cw"] is None and row["training_seconds"] is None
     assert row["pgd"] == round(100 * result.robust_accuracy["pgd"], 2)
     assert "| cw |" not in result.to_markdown()
+
+
+class Noisy(nn.Module):
+    """Adds fresh noise to the logits at every call: a randomised 'defence'."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + torch.randn_like(x)
+
+
+def per_sample_report(clean, pgd, autoattack) -> RobustnessReport:
+    flags = {name: np.array(values, dtype=bool) for name, values in
+             (("clean", clean), ("pgd", pgd), ("autoattack", autoattack))}  # fmt: skip
+    return RobustnessReport(n=len(clean), eps=0.1, norm="Linf", clean_accuracy=float(flags["clean"].mean()),
+                            robust_accuracy={"pgd": float(flags["pgd"].mean()),
+                                             "autoattack": float(flags["autoattack"].mean())},
+                            worst_case_accuracy=0.0, seconds={}, per_sample=flags)  # fmt: skip
+
+
+def test_sanity_flags_a_stronger_attack_that_does_worse_and_robustness_above_clean():
+    consistent = per_sample_report([1, 1, 1, 0], [1, 1, 0, 0], [1, 0, 0, 0])
+    assert evaluation.sanity_flags(consistent) == []
+    masked = per_sample_report([1, 1, 1, 0], [1, 0, 0, 0], [1, 1, 0, 0])  # AutoAttack misses a point PGD broke
+    (flag,) = evaluation.sanity_flags(masked)
+    assert "autoattack (the stronger attack) leaves 1 point(s) correct that pgd broke" in flag
+    impossible = per_sample_report([1, 0, 0, 0], [1, 1, 0, 0], [1, 0, 0, 0])
+    assert any(
+        "pgd accuracy 50.00% is above the clean accuracy 25.00%" in f for f in evaluation.sanity_flags(impossible)
+    )
+
+
+def test_evaluation_of_a_consistent_report_has_no_consistency_flags(report):
+    assert evaluation.sanity_flags(report) == []
+    # AutoAttack's own checks may still speak: its zero-gradient check flags one of these 24 points of this network
+    assert all(flag.startswith("AutoAttack check") for flag in report.flags)
+    assert report.to_dict()["flags"] == report.flags
+
+
+def test_autoattack_checks_flag_a_randomised_model_and_probability_outputs(trained, data, caplog):
+    _, _, x, y = data
+    noisy = evaluate(wrap(nn.Sequential(copy.deepcopy(trained), Noisy())), x[:16], y[:16], 0.1, attacks="pgd",
+                     pgd_steps=2)  # fmt: skip
+    assert any("randomized defense" in flag for flag in noisy.flags) and "Warning" in noisy.to_markdown()
+    softmax = evaluate(wrap(nn.Sequential(copy.deepcopy(trained), nn.Softmax(dim=1))), x[:16], y[:16], 0.1,
+                       attacks="pgd", pgd_steps=2)  # fmt: skip
+    assert any("probability distribution" in flag for flag in softmax.flags)
+    assert "Evaluation sanity" in caplog.text
+
+
+def test_autoattack_checks_flag_zero_gradients(data):
+    _, _, x, y = data
+    constant = network()
+    for parameter in constant.parameters():
+        nn.init.zeros_(parameter)  # every logit 0: no gradient anywhere
+    flagged = evaluate(wrap(constant), x[:16], y[:16], 0.1, attacks="pgd", pgd_steps=2)
+    assert any("points with zero gradient" in flag for flag in flagged.flags)

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torchattacks.attack import Attack
 
-from art_fastat._validation import check_choice, check_non_negative_float, check_positive_int
+from art_fastat._validation import check_attack_inputs, check_choice, check_non_negative_float, check_positive_int
 from art_fastat.perturbation import Bound, Forward, uniform_start
 
 HESSIANS = ("gauss_newton", "diagonal")
@@ -205,8 +205,7 @@ class GAAT(Attack):
         self.supported_mode = ["default", "targeted"]
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        images = images.clone().detach().to(self.device)
-        labels = labels.clone().detach().to(self.device)
+        images, labels = check_attack_inputs(images, labels, self.device)
         objective: Objective = cross_entropy
         if self.targeted:
             labels = self.get_target_label(images, labels)

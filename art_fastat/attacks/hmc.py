@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torchattacks.attack import Attack
 
-from art_fastat._validation import check_non_negative_float, check_positive_int
+from art_fastat._validation import check_attack_inputs, check_non_negative_float, check_positive_int
 from art_fastat.perturbation import Bound, Forward, normalise_per_sample, objective_gradient, project, uniform_start
 
 MOMENTUM_NORMALISATIONS = ("l1", "none")
@@ -208,8 +208,7 @@ class HMC(Attack):
         self.supported_mode = ["default", "targeted"]
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        images = images.clone().detach().to(self.device)
-        labels = labels.clone().detach().to(self.device)
+        images, labels = check_attack_inputs(images, labels, self.device)
         if self.targeted:
             labels = self.get_target_label(images, labels)
         if self.random_start:

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchattacks.attack import Attack
 
-from art_fastat._validation import check_non_negative_float, check_positive_int
+from art_fastat._validation import check_attack_inputs, check_non_negative_float, check_positive_int
 from art_fastat.losses import kl_divergence
 from art_fastat.perturbation import Bound, Forward, normalise_per_sample, objective_gradient, project, uniform_start
 
@@ -182,8 +182,7 @@ class L2L(Attack):
         self.supported_mode = ["default"]
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        images = images.clone().detach().to(self.device)
-        labels = labels.clone().detach().to(self.device)
+        images, labels = check_attack_inputs(images, labels, self.device)
         trajectory = learned_ascent(self.get_logits, images, labels, self.rnn, self.eps, self.steps, 0.0, 1.0,
                                     random_start=self.random_start, meta_graph=False)  # fmt: skip
         return (images + trajectory.deltas[-1]).detach()

@@ -64,7 +64,7 @@ class AdversarialTrainerL2L(AdversarialTrainerBase):
         :param beta: TRADES' weight of the KL term (ART's default, 6.0); must be > 0 with ``"trades"``.
         :param optimizer_lr: Adam learning rate of the LSTM (the paper's alpha2).
         :param rnn: A learned optimizer to start from (e.g. a previous run's ``trainer.rnn``); a fresh
-                    :class:`RNNOptimizer` when None.
+                    :class:`RNNOptimizer` when None, initialised from the trainer's ``seed`` (same seed, same RNN).
         :param hidden_size: Hidden units of a fresh :class:`RNNOptimizer`.
         :param random_start: Start each attack from ``U(-eps, eps)``.
         :param kwargs: Engine options of :class:`~art_fastat.trainers.base.AdversarialTrainerBase`.
@@ -78,7 +78,11 @@ class AdversarialTrainerL2L(AdversarialTrainerBase):
         self.optimizer_lr = check_non_negative_float(optimizer_lr, "optimizer_lr")
         if rnn is not None and not isinstance(rnn, nn.Module):
             raise TypeError(f"rnn must be an nn.Module (an RNNOptimizer) or None, got {type(rnn).__name__}")
-        self.rnn = (RNNOptimizer(hidden_size) if rnn is None else rnn).to(self.device)
+        if rnn is None:
+            with torch.random.fork_rng(devices=[]):  # its initialisation follows the trainer's seed
+                torch.manual_seed(self.seed)
+                rnn = RNNOptimizer(hidden_size)
+        self.rnn = rnn.to(self.device)
         self.rnn_optimizer = torch.optim.Adam(self.rnn.parameters(), lr=self.optimizer_lr)
         self.random_start = bool(random_start)
 
@@ -98,7 +102,8 @@ class AdversarialTrainerL2L(AdversarialTrainerBase):
                 self.random_start, self.generator, self._attack_loss_scale,
             )  # fmt: skip
         final = trajectory.deltas[-1].detach().requires_grad_(True)
-        scale = self._attack_loss_scale  # before the update: a GradScaler may change it
+        # before the update (a GradScaler may change it); the update's loss is weighted by this rank's share
+        scale = self._attack_loss_scale * self._loss_weight
         if self.objective == "ce":
             logits = self._update(x + final, y)
             final_loss = F.cross_entropy(logits.float(), y, reduction="none")
@@ -113,6 +118,7 @@ class AdversarialTrainerL2L(AdversarialTrainerBase):
         trajectory.losses.append(final_loss)
         self.rnn_optimizer.zero_grad(set_to_none=True)
         (-trajectory.meta_surrogate() / len(y)).backward()  # ascent; through the LSTM only
+        self._all_reduce_gradients(self.rnn.parameters())  # under torch.distributed: one RNN for all ranks
         self.rnn_optimizer.step()
         for step, loss in enumerate(trajectory.losses):
             self._record(f"inner_loss_{step}", loss.sum(), len(y))

@@ -1,0 +1,160 @@
+"""
+Reliability: a run killed with SIGKILL and resumed ends bit-identical to an uninterrupted one (every method), a
+checkpoint is verified before it is unpickled and never runs code, a non-finite loss restores the last good weights,
+and the catastrophic-overfitting guard and early stopping do what they report.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import pickle
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import make_classifier, same_weights, weights
+
+from art_fastat.trainers import TRAINERS, AdversarialTrainerFast, AdversarialTrainerFree, AdversarialTrainerPGD
+from art_fastat.trainers import base as base_module
+from art_fastat.trainers.base import DIGEST_HEADER, read_checkpoint
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+from kill_resume import BATCH, METHODS, N, kill_and_resume  # noqa: E402  (the matrix this test samples)
+
+
+@pytest.fixture(scope="module")
+def arrays(digits):
+    return digits[0][:N], digits[1][:N]
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_killed_mid_epoch_and_resumed_is_bit_identical(method, tmp_path):
+    kill_at = N // BATCH + 1  # the second minibatch of the second pass over the data
+    identical, resumed_from, _ = kill_and_resume(method, kill_at, "batch", tmp_path)
+    assert resumed_from == 1 and identical
+
+
+@pytest.mark.parametrize("method", ["pgd", "free", "l2l"])
+def test_killed_while_writing_a_checkpoint_resumes_from_the_previous_one(method, tmp_path):
+    identical, resumed_from, partial_write = kill_and_resume(method, 2, "checkpoint", tmp_path)
+    assert partial_write and resumed_from == 1 and identical  # the half-finished write is left aside, never read
+
+
+def test_damaged_foreign_and_malicious_checkpoints_are_refused_before_any_state_changes(arrays, tmp_path, capsys):
+    x, y = arrays
+    AdversarialTrainerFast(make_classifier(), eps=0.2, checkpoint_dir=tmp_path).fit(x, y, nb_epochs=1)
+    path = tmp_path / "checkpoint.pt"
+    good = path.read_bytes()
+    assert good.startswith(DIGEST_HEADER)
+
+    class Payload:
+        def __reduce__(self):
+            return (print, ("this must never run",))
+
+    malicious = pickle.dumps({"format": Payload()})
+    cases = {
+        "damaged or incomplete": good[:-100],  # truncated
+        "damaged or incomplete ": good[:-1] + bytes([good[-1] ^ 1]),  # one bit flipped
+        "not an art_fastat checkpoint": b"PK\x03\x04 a zip file of somebody else",
+        "unreadable or unsafe": DIGEST_HEADER + hashlib.sha256(malicious).hexdigest().encode() + b"\n" + malicious,
+    }
+    for message, content in cases.items():
+        path.write_bytes(content)
+        classifier = make_classifier()
+        before = weights(classifier)
+        trainer = AdversarialTrainerFast(classifier, eps=0.2, checkpoint_dir=tmp_path, resume=True)
+        with pytest.raises(ValueError, match=message.strip()):
+            trainer.fit(x, y, nb_epochs=2)
+        assert same_weights(before, weights(classifier))
+    assert "this must never run" not in capsys.readouterr().out
+
+
+def test_non_finite_loss_restores_the_weights_of_the_last_good_epoch(arrays):
+    x, y = arrays
+    one_epoch = make_classifier()
+    AdversarialTrainerPGD(one_epoch, eps=0.2, steps=2, seed=1).fit(x, y, batch_size=BATCH, nb_epochs=1)
+    classifier = make_classifier()
+    trainer = AdversarialTrainerPGD(classifier, eps=0.2, steps=2, seed=1)
+    batches, train_batch = [0], trainer._train_batch
+
+    def poisoned(*arguments):
+        batches[0] += 1
+        if batches[0] == N // BATCH + 2:  # epoch 2: a weight becomes NaN
+            with torch.no_grad():
+                next(classifier.model.parameters()).view(-1)[0] = float("nan")
+        return train_batch(*arguments)
+
+    trainer._train_batch = poisoned
+    with pytest.raises(FloatingPointError, match="non-finite in epoch 2; the weights .* end of epoch 1 were restored"):
+        trainer.fit(x, y, batch_size=BATCH, nb_epochs=3)
+    assert same_weights(weights(one_epoch), weights(classifier))
+
+
+def scripted_validation(monkeypatch, accuracies: list[float]) -> None:
+    remaining = list(accuracies)
+
+    def metrics(*_: object) -> dict[str, float]:
+        return {"val_accuracy": 1.0, "val_pgd_accuracy": remaining.pop(0), "val_seconds": 0.0}
+
+    monkeypatch.setattr(base_module, "validation_metrics", metrics)
+
+
+def test_overfitting_guard_restores_the_previous_epoch_and_stops(arrays, monkeypatch, caplog):
+    x, y = arrays
+    two_epochs = make_classifier()
+    AdversarialTrainerFast(two_epochs, eps=0.2, seed=4).fit(x, y, batch_size=BATCH, nb_epochs=2)
+    scripted_validation(monkeypatch, [0.50, 0.55, 0.10, 0.60])  # epoch 3 loses 0.45 of PGD accuracy
+    classifier = make_classifier()
+    trainer = AdversarialTrainerFast(classifier, eps=0.2, seed=4, overfitting_guard=0.2)
+    with caplog.at_level(logging.WARNING, logger="art_fastat"):
+        history = trainer.fit(x, y, batch_size=BATCH, nb_epochs=4)
+    assert [r["epoch"] for r in history] == [1, 2, 3] and history[-1]["overfitting_stop"] == 1.0
+    assert [r["guard_pgd_accuracy"] for r in history] == [0.50, 0.55, 0.10]
+    assert trainer.stop_reason == "catastrophic_overfitting" and "catastrophic overfitting in epoch 3" in caplog.text
+    assert same_weights(weights(two_epochs), weights(classifier))
+
+
+def test_overfitting_guard_does_not_stop_a_healthy_run(arrays, monkeypatch):
+    x, y = arrays
+    scripted_validation(monkeypatch, [0.50, 0.40, 0.45])  # a drop of 0.10 is under the 0.2 threshold
+    trainer = AdversarialTrainerFast(make_classifier(), eps=0.2, overfitting_guard=0.2)
+    assert len(trainer.fit(x, y, batch_size=BATCH, nb_epochs=3)) == 3 and trainer.stop_reason is None
+
+
+@pytest.mark.parametrize(("patience", "epochs_run"), [(None, 4), (1, 3)])
+def test_early_stopping_keeps_the_best_validation_epoch(patience, epochs_run, arrays, monkeypatch):
+    x, y = arrays
+    x_val, y_val = x[:32], y[:32]
+    two_epochs = make_classifier()
+    AdversarialTrainerFast(two_epochs, eps=0.2, seed=5).fit(x, y, batch_size=BATCH, nb_epochs=2)
+    scripted_validation(monkeypatch, [0.5, 0.8, 0.6, 0.7])
+    classifier = make_classifier()
+    trainer = AdversarialTrainerFast(classifier, eps=0.2, seed=5, early_stopping=True,
+                                     early_stopping_patience=patience)  # fmt: skip
+    history = trainer.fit(x, y, validation_data=(x_val, y_val), batch_size=BATCH, nb_epochs=4)
+    assert len(history) == epochs_run and [r["best_epoch"] for r in history] == [1, 2, 2, 2][:epochs_run]
+    assert trainer.best_epoch == 2 and same_weights(weights(two_epochs), weights(classifier))
+    assert trainer.stop_reason == (None if patience is None else "early_stopping")
+
+
+def test_guards_refuse_bad_settings_before_training(arrays):
+    x, y = arrays
+    classifier = make_classifier()
+    before = weights(classifier)
+    with pytest.raises(ValueError, match="overfitting_guard must be a fraction"):
+        AdversarialTrainerFast(classifier, eps=0.2, overfitting_guard=1.5)
+    with pytest.raises(ValueError, match="early_stopping=True needs validation_data"):
+        AdversarialTrainerFast(classifier, eps=0.2, early_stopping=True).fit(x, y, nb_epochs=1)
+    with pytest.raises(ValueError, match="need eps > 0"):
+        TRAINERS["natural"](classifier, early_stopping=True)
+    assert same_weights(before, weights(classifier))
+
+
+def test_checkpoint_holds_frees_persistent_perturbation(arrays, tmp_path):
+    x, y = arrays
+    trainer = AdversarialTrainerFree(make_classifier(), eps=0.2, replays=2, checkpoint_dir=tmp_path)
+    trainer.fit(x, y, batch_size=BATCH, nb_epochs=2)
+    state = read_checkpoint(tmp_path / "checkpoint.pt")
+    assert torch.equal(state["method_state"]["delta"], trainer.delta) and trainer.delta.abs().max() > 0
