@@ -60,6 +60,9 @@ LABELS: dict[str, str] = {
     **{name: label for name, (label, _) in ANCHORS.items()},
 }
 
+#: Where a point's label goes, relative to the point, as more labelled points crowd it.
+LABEL_CORNERS = (((6, 5), "left"), ((-6, -13), "right"), ((6, -13), "left"), ((-6, 5), "right"))
+
 COLUMNS = ("rank", "method", "clean", "autoattack", "pgd", "cw", "worst_case", "training_seconds", "vs_rat",
            "vs_natural", "passes_per_batch", "epochs")  # fmt: skip
 
@@ -212,7 +215,7 @@ def leaderboard(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             "epochs": result["epochs"],
         })  # fmt: skip
     key = _robust_key(rows)
-    rows.sort(key=lambda row: -row[key])
+    rows.sort(key=lambda row: (-row[key], -(row["pgd"] or 0.0), -row["clean"]))
     for rank, row in enumerate(rows, start=1):
         row["rank"] = rank
     return [{column: row[column] for column in COLUMNS} for row in rows]
@@ -270,13 +273,19 @@ def plot_pareto(rows: Sequence[dict[str, Any]], path: Path, title: str) -> None:
     robust_key = _robust_key(rows)
     points = sorted((row["training_seconds"], row[robust_key], row["method"]) for row in rows)
     front = pareto_front(points)
-    figure, axes = plt.subplots(figsize=(8, 5.5))
+    figure, axes = plt.subplots(figsize=(8.5, 5.5))
     on_front = {name for _, _, name in front}
-    for seconds, robust, name in points:
+    span = max(1e-9, max(p[1] for p in points) - min(p[1] for p in points))
+    placed: list[tuple[float, float]] = []
+    for seconds, robust, name in sorted(points, key=lambda p: -p[1]):
         axes.scatter(seconds, robust, s=60, color="tab:red" if name in on_front else "tab:gray", zorder=3)
-        axes.annotate(name, (seconds, robust), textcoords="offset points", xytext=(6, 4), fontsize=9)
+        # labels of points close to ones already labelled (similar time and accuracy) take the next free corner
+        crowded = sum(abs(math.log(seconds / x)) < 0.4 and abs(robust - y) < 0.08 * span for x, y in placed)
+        (dx, dy), side = LABEL_CORNERS[crowded % len(LABEL_CORNERS)]
+        axes.annotate(name, (seconds, robust), textcoords="offset points", xytext=(dx, dy), ha=side, fontsize=9)
+        placed.append((seconds, robust))
     axes.step([p[0] for p in front], [p[1] for p in front], where="post", color="tab:red", linewidth=1.5,
-              label="Pareto front (faster and more robust than every point to its right and below)")  # fmt: skip
+              label="Pareto front: no method is both faster and more robust")  # fmt: skip
     axes.set_xscale("log")
     axes.set_xlabel("training time (s, log scale)")
     axes.set_ylabel(f"{'AutoAttack' if robust_key == 'autoattack' else 'worst-case'} accuracy (%)")
@@ -295,22 +304,24 @@ def plot_curves(results: Sequence[dict[str, Any]], path: Path, title: str) -> No
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, (loss_axes, pgd_axes) = plt.subplots(1, 2, figsize=(12, 4.5))
-    for result in results:
+    figure, (loss_axes, pgd_axes) = plt.subplots(1, 2, figsize=(14, 4.8))
+    colours = plt.get_cmap("tab20").colors
+    for index, result in enumerate(results):
         history = result["history"]
         epochs = [record["epoch"] for record in history]
+        style = {"color": colours[(2 * index) % 20 + (index // 10) % 2], "linestyle": ("-", "--", ":")[index % 3],
+                 "marker": "o", "markersize": 3, "label": result["label"]}  # fmt: skip
         if all("loss" in record for record in history):
-            loss_axes.plot(epochs, [record["loss"] for record in history], marker=".", label=result["label"])
+            loss_axes.plot(epochs, [record["loss"] for record in history], **style)
         if all("val_pgd_accuracy" in record for record in history):
-            pgd_axes.plot(epochs, [100 * record["val_pgd_accuracy"] for record in history], marker=".",
-                          label=result["label"])  # fmt: skip
+            pgd_axes.plot(epochs, [100 * record["val_pgd_accuracy"] for record in history], **style)
     loss_axes.set(xlabel="epoch (pass over the data)", ylabel="training loss (on the method's own inputs)",
                   title="training loss")  # fmt: skip
     pgd_axes.set(xlabel="epoch (pass over the data)", ylabel="validation PGD-10 accuracy (%)",
                  title="validation robustness")  # fmt: skip
     for axes in (loss_axes, pgd_axes):
         axes.grid(True, alpha=0.3)
-    pgd_axes.legend(fontsize=8, loc="best")
+    pgd_axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
     figure.suptitle(title)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
