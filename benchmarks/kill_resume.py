@@ -89,10 +89,20 @@ def final_state(trainer: Any) -> list[torch.Tensor]:
     return tensors
 
 
-def kill_and_resume(method: str, kill_at: int, where: str, folder: Path) -> tuple[bool, int, bool]:
+def uninterrupted_state(method: str) -> list[torch.Tensor]:
+    """The final state of an uninterrupted run (what every resumed run must equal)."""
+    trainer, fit = build(method)
+    fit()
+    return final_state(trainer)
+
+
+def kill_and_resume(
+    method: str, kill_at: int, where: str, folder: Path, expected: list[torch.Tensor] | None = None
+) -> tuple[bool, int, bool]:
     """
     Run ``method`` in a child process that SIGKILLs itself at the kill point, then resume it here.
 
+    :param expected: The uninterrupted run's final state, if already known.
     :return: (the resumed run's final state equals an uninterrupted run's, the epoch of the checkpoint it resumed,
              whether the kill left a half-written ``checkpoint.tmp`` beside it).
     """
@@ -106,11 +116,10 @@ def kill_and_resume(method: str, kill_at: int, where: str, folder: Path) -> tupl
     path = checkpoint_dir / "checkpoint.pt"
     resumed_from = read_checkpoint(path)["epoch"] if path.exists() else 0
     partial_write = (checkpoint_dir / "checkpoint.tmp").exists()
-    straight, fit = build(method)
-    fit()
+    expected = uninterrupted_state(method) if expected is None else expected
     resumed, fit = build(method, checkpoint_dir)
     fit()
-    same = all(torch.equal(a, b) for a, b in zip(final_state(straight), final_state(resumed), strict=True))
+    same = all(torch.equal(a, b) for a, b in zip(expected, final_state(resumed), strict=True))
     return same, resumed_from, partial_write
 
 
@@ -125,7 +134,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         for method in args.methods:
             points = [(k, "batch") for k in range(batches)] + [(k, "checkpoint") for k in range(1, DATA_PASSES + 1)]
-            results = [kill_and_resume(method, k, where, Path(folder)) for k, where in points]
+            expected = uninterrupted_state(method)
+            results = [kill_and_resume(method, k, where, Path(folder), expected) for k, where in points]
             same = sum(ok for ok, _, _ in results)
             total, identical = total + len(results), identical + same
             epochs = sorted({epoch for _, epoch, _ in results})

@@ -93,7 +93,7 @@ class AdversarialTrainerBase(Trainer, abc.ABC):
         checkpoint_dir: str | os.PathLike | None = None,
         resume: bool = False,
         overfitting_guard: float | None = None,
-        overfitting_check_size: int = 100,
+        overfitting_check_size: int = 32,
         early_stopping: bool = False,
         early_stopping_patience: int | None = None,
         verbose: bool = False,
