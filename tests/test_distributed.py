@@ -6,6 +6,7 @@ minibatch, every sample is seen exactly once per epoch, L2L's RNN stays one RNN,
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -122,3 +123,19 @@ def test_free_resumes_exactly_under_two_ranks(tmp_path):
     for rank in range(WORLD):
         for a, b in zip(resumed[rank]["weights"], straight[rank]["weights"], strict=True):
             assert np.array_equal(a, b)
+
+
+def test_cli_train_runs_unchanged_under_torchrun(tmp_path):
+    import subprocess
+
+    out = tmp_path / "run"
+    completed = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "art_fastat.cli", "train",
+         "--method", "fast", "--protocol", "digits", "--device", "cpu", "--epochs", "2", "--attacks", "pgd",
+         "--n-eval", "30", "--quiet", "--out", str(out)],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    config = json.loads((out / "config.json").read_text())
+    assert config["processes"] == 2 and (out / "model.pt").is_file()
+    assert completed.stdout.count("## fast on digits") == 1  # rank 0 alone reports
