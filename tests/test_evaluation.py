@@ -372,6 +372,10 @@ def test_autoattack_needs_enough_classes_only_when_it_runs(data):
     assert evaluate(three, x[keep][:6], y[keep][:6], 0.1, attacks="pgd", pgd_steps=2).n == 6
     custom = {"autoattack_version": "custom", "autoattack_attacks": ["apgd-ce", "fab-t"]}
     assert evaluate(three, x[keep][:6], y[keep][:6], 0.1, attacks="autoattack", **custom).n == 6
+    two = PyTorchClassifier(nn.Sequential(nn.Flatten(), nn.Linear(64, 2)), loss=nn.CrossEntropyLoss(),
+                            input_shape=(1, 8, 8), nb_classes=2, clip_values=(0.0, 1.0))  # fmt: skip
+    binary = y < 2  # the sanity checks skip the DLR-gradient check, which needs three logits
+    assert evaluate(two, x[binary][:6], y[binary][:6], 0.1, attacks="pgd", pgd_steps=2).n == 6
 
 
 def test_autoattack_output_goes_through_logging(classifier, data, caplog, capsys):
