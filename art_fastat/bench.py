@@ -31,10 +31,10 @@ from tqdm.auto import tqdm
 
 from art_fastat._classifier import clip_bounds, input_space_model
 from art_fastat._validation import check_choice, check_positive_int
-from art_fastat.evaluation import ATTACKS, evaluate
+from art_fastat.evaluation import ATTACKS, evaluate, leaderboard_accuracies
 from art_fastat.protocols import Protocol, get_protocol
 from art_fastat.trainers import TRAINERS
-from art_fastat.trainers.base import validation_metrics
+from art_fastat.trainers.base import VALIDATION_PGD_STEPS, VALIDATION_SIZE, validation_metrics
 from art_fastat.trainers.schedules import lr_multiplier, warmed_up_eps
 
 logger = logging.getLogger(__name__)
@@ -102,7 +102,7 @@ class ARTAnchor:
         validation_data: tuple[np.ndarray, np.ndarray],
         batch_size: int,
         nb_epochs: int,
-        validation_size: int = 512,
+        validation_size: int = VALIDATION_SIZE,
     ) -> list[dict[str, float]]:
         """
         :param x: Training inputs.
@@ -120,6 +120,7 @@ class ARTAnchor:
         x_val = torch.from_numpy(validation_data[0][:validation_size]).to(device)
         y_val = torch.from_numpy(validation_data[1][:validation_size]).to(device)
         low, high = clip_bounds(self.classifier, device)
+        model = input_space_model(self.classifier)
         peak_lrs = [group["lr"] for group in self.classifier.optimizer.param_groups]
         np.random.seed(self.seed)
         torch.manual_seed(self.seed)
@@ -139,9 +140,9 @@ class ARTAnchor:
                     x, one_hot, batch_size=batch_size, nb_epochs=1
                 )
             record = {"epoch": epoch + 1, "seconds": time.perf_counter() - started}
-            model = input_space_model(self.classifier)
-            model.eval()
-            record.update(validation_metrics(model, x_val, y_val, self.eps, 10, low, high, self.seed + 1))
+            model.eval()  # ART's next epoch puts it back in train mode
+            record.update(validation_metrics(model, x_val, y_val, self.eps, VALIDATION_PGD_STEPS, low, high,
+                                             self.seed + 1))  # fmt: skip
             self.history.append(record)
         return self.history
 
@@ -194,20 +195,11 @@ def leaderboard(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     def ratio(value: float, reference: str) -> float | None:
         return round(value / seconds[reference], 2) if seconds.get(reference) else None
 
-    def percent(value: float | None) -> float | None:
-        return None if value is None else round(100.0 * value, 2)
-
     rows = []
     for result in results:
-        report = result["report"]
-        robust = report["robust_accuracy"]
         rows.append({
             "method": result["label"],
-            "clean": percent(report["clean_accuracy"]),
-            "autoattack": percent(robust.get("autoattack")),
-            "pgd": percent(robust.get("pgd")),
-            "cw": percent(robust.get("cw")),
-            "worst_case": percent(report["worst_case_accuracy"]),
+            **leaderboard_accuracies(result["report"]),
             "training_seconds": round(result["training_seconds"], 1),
             "vs_rat": ratio(result["training_seconds"], "pgd"),
             "vs_natural": ratio(result["training_seconds"], "natural"),

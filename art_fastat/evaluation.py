@@ -151,16 +151,9 @@ class RobustnessReport:
         ):
             raise ValueError(f"training_seconds must be None or a finite number >= 0, got {training_seconds!r}")
 
-        def percent(value: float | None) -> float | None:
-            return None if value is None else round(100.0 * float(value), 2)
-
         return {
             "method": name,
-            "clean": percent(self.clean_accuracy),
-            "autoattack": percent(self.robust_accuracy.get("autoattack")),
-            "pgd": percent(self.robust_accuracy.get("pgd")),
-            "cw": percent(self.robust_accuracy.get("cw")),
-            "worst_case": percent(self.worst_case_accuracy),
+            **leaderboard_accuracies(self.to_dict()),
             "eps": float(self.eps),
             "norm": self.norm,
             "n": int(self.n),
@@ -169,6 +162,27 @@ class RobustnessReport:
 
     def __str__(self) -> str:
         return self.to_markdown()
+
+
+def leaderboard_accuracies(report: dict[str, Any]) -> dict[str, float | None]:
+    """
+    The accuracies of a leaderboard row, in percent rounded to two decimals as RobustBench reports them.
+
+    :param report: :meth:`RobustnessReport.to_dict` (also as read back from JSON).
+    :return: ``clean, autoattack, pgd, cw, worst_case``; None for attacks that were not run.
+    """
+
+    def percent(value: float | None) -> float | None:
+        return None if value is None else round(100.0 * float(value), 2)
+
+    robust = report["robust_accuracy"]
+    return {
+        "clean": percent(report["clean_accuracy"]),
+        "autoattack": percent(robust.get("autoattack")),
+        "pgd": percent(robust.get("pgd")),
+        "cw": percent(robust.get("cw")),
+        "worst_case": percent(report["worst_case_accuracy"]),
+    }
 
 
 def evaluate(

@@ -44,6 +44,8 @@ from art_fastat.trainers.schedules import LR_SCHEDULES, lr_multiplier, warmed_up
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "art_fastat.checkpoint/2"
+#: Default per-epoch validation: samples and PGD steps (step eps/4, random start).
+VALIDATION_SIZE, VALIDATION_PGD_STEPS = 512, 10
 #: PGD steps of the catastrophic-overfitting guard's own check (Wong et al. 2020's check: PGD-5 on a training batch).
 OVERFITTING_CHECK_STEPS = 5
 #: First bytes of a checkpoint file, before the payload's SHA-256 digest.
@@ -88,8 +90,8 @@ class AdversarialTrainerBase(Trainer, abc.ABC):
         use_amp: bool = False,
         amp_dtype: torch.dtype | None = None,
         seed: int = 0,
-        validation_size: int = 512,
-        validation_pgd_steps: int = 10,
+        validation_size: int = VALIDATION_SIZE,
+        validation_pgd_steps: int = VALIDATION_PGD_STEPS,
         checkpoint_dir: str | os.PathLike | None = None,
         resume: bool = False,
         overfitting_guard: float | None = None,
@@ -614,12 +616,7 @@ class AdversarialTrainerBase(Trainer, abc.ABC):
             if "val_pgd_accuracy" in record:
                 robust = record["val_pgd_accuracy"]
             else:
-                self.network.eval()
-                try:
-                    robust = validation_metrics(self._forward, *check, self.eps, OVERFITTING_CHECK_STEPS, self.low,
-                                                self.high, self.seed + 2)["val_pgd_accuracy"]  # fmt: skip
-                finally:
-                    self.network.train()
+                robust = self._validate(*check, OVERFITTING_CHECK_STEPS, seed_offset=2)["val_pgd_accuracy"]
             record["guard_pgd_accuracy"] = robust
             previous = state.get("guard_accuracy")
             if previous is not None and previous - robust > self.overfitting_guard:
@@ -655,12 +652,18 @@ class AdversarialTrainerBase(Trainer, abc.ABC):
         for group, peak in zip(self.optimizer.param_groups, self._peak_lrs, strict=True):
             group["lr"] = peak * multiplier
 
-    def _validate(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-        """Clean and PGD accuracy on the fixed validation subset, in eval mode, with a fixed random stream."""
+    def _validate(
+        self, x: torch.Tensor, y: torch.Tensor, pgd_steps: int | None = None, seed_offset: int = 1
+    ) -> dict[str, float]:
+        """
+        Clean and PGD accuracy of a fixed set, in eval mode, with a fixed random stream: the per-epoch validation
+        (``validation_pgd_steps``) and the overfitting guard's own check.
+        """
         self.network.eval()
         try:
-            return validation_metrics(self._forward, x, y, self.eps, self.validation_pgd_steps, self.low, self.high,
-                                      self.seed + 1)  # fmt: skip
+            steps = self.validation_pgd_steps if pgd_steps is None else pgd_steps
+            seed = self.seed + seed_offset
+            return validation_metrics(self._forward, x, y, self.eps, steps, self.low, self.high, seed)
         finally:
             self.network.train()
 
