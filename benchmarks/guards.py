@@ -14,7 +14,7 @@ and of the restores, against the epochs' own training seconds. For RAT (PGD-10) 
 
 Target: the guards cost under 2% of training time.
 
-    python benchmarks/guards.py --data-dir ../shared/data/mnist
+    python benchmarks/guards.py --data-dir ../shared/data/mnist [--check-size 32]
 """
 
 from __future__ import annotations
@@ -50,11 +50,19 @@ def timed_guards(trainer: Any) -> dict[str, float]:
 
 
 def main() -> None:
-    args, protocol, data = benchmark_arguments(__doc__, n_pgd=0, n_cw=0, n_autoattack=0)
+    args, protocol, data = benchmark_arguments(
+        __doc__,
+        n_pgd=0,
+        n_cw=0,
+        n_autoattack=0,
+        extra=lambda parser: parser.add_argument(
+            "--check-size", type=int, default=32, help="overfitting_check_size of the guard's own check"
+        ),
+    )
     x, y, x_test, y_test = data
     methods = {"RAT (PGD-10)": (AdversarialTrainerPGD, {"steps": 10}), "Fast": (AdversarialTrainerFast, {})}
     settings = {
-        "overfitting guard": ({"overfitting_guard": 0.2}, None),
+        "overfitting guard": ({"overfitting_guard": 0.2, "overfitting_check_size": args.check_size}, None),
         "early stopping + guard": ({"overfitting_guard": 0.2, "early_stopping": True}, (x_test, y_test)),
     }
     print("| method | guards | training s (3 epochs) | guards s | guards / training | validation s |")
