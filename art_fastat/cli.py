@@ -194,15 +194,10 @@ def _evaluate(args: argparse.Namespace) -> None:
     path = Path(args.checkpoint)
     if not path.is_file():
         raise SystemExit(f"art-fastat: --checkpoint {path} does not exist")
-    from art_fastat.trainers.base import DIGEST_HEADER, read_checkpoint
+    from art_fastat.engine import read_model_state
 
     try:
-        with open(path, "rb") as handle:
-            engine_checkpoint = handle.read(len(DIGEST_HEADER)) == DIGEST_HEADER
-        if engine_checkpoint:
-            state = read_checkpoint(path, classifier.device)["model"]
-        else:
-            state = torch.load(path, map_location=classifier.device, weights_only=True)
+        state = read_model_state(path, classifier.device)
         classifier.model.load_state_dict(state)
     except Exception as error:
         raise SystemExit(

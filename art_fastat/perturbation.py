@@ -2,13 +2,15 @@
 L-inf perturbation steps shared by every trainer and attack of the package.
 
 All functions work in input space on a *forward function* ``forward(x) -> logits`` (the engine passes one that
-applies the classifier's preprocessing and mixed precision), take the valid range as broadcastable tensors
-``low``/``high`` and never touch the network's parameter gradients.
+applies the classifier's preprocessing and mixed precision) and never touch the network's parameter gradients. What
+every attack step needs besides the batch (the forward function, the valid range, the random stream and the fp16 loss
+scale) travels as one :class:`AttackSpace`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -101,38 +103,69 @@ def normalise_per_sample(gradient: torch.Tensor) -> torch.Tensor:
     return gradient / mean_abs.clamp_min(torch.finfo(gradient.dtype).tiny)
 
 
+@dataclass(frozen=True)
+class AttackSpace:
+    """
+    Where an attack works: the trainers build one per batch from their engine, the torchattacks wrappers from their
+    model (``AttackSpace(self.get_logits)``: torchattacks' [0, 1] range, the global random stream).
+
+    :param forward: Maps input-space images to logits (preprocessing and mixed precision inside).
+    :param low: Lower end of the valid range: a number or a tensor broadcastable to a batch.
+    :param high: Upper end of the valid range.
+    :param generator: Random stream of random starts and other draws (None: torch's global stream).
+    :param loss_scale: Multiplies attack objectives before differentiation so fp16 input gradients do not underflow
+                       (undone before use; signs are unaffected).
+    """
+
+    forward: Forward
+    low: Bound = 0.0
+    high: Bound = 1.0
+    generator: torch.Generator | None = None
+    loss_scale: float = 1.0
+
+    def project(self, x: torch.Tensor, delta: torch.Tensor, eps: float) -> torch.Tensor:
+        """:func:`project` onto the eps-ball around ``x`` inside this space's valid range."""
+        return project(x, delta, eps, self.low, self.high)
+
+    def start(self, x: torch.Tensor, eps: float, random: bool = True) -> torch.Tensor:
+        """The first perturbation: :func:`uniform_start` from this space's generator, or zero."""
+        return uniform_start(x, eps, self.generator) if random else torch.zeros_like(x)
+
+    def gradient(
+        self, x: torch.Tensor, delta: torch.Tensor, objective: Callable[[torch.Tensor], torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:func:`objective_gradient` of a per-sample objective: ``(gradient, logits at x + delta)``."""
+        return objective_gradient(self.forward, x, delta, objective, self.loss_scale)
+
+    def box(self, x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """``Pi`` as one clamp: the per-sample box ``[max(-eps, low - x), min(eps, high - x)]`` of perturbations."""
+        return torch.clamp(self.low - x, min=-eps), torch.clamp(self.high - x, max=eps)
+
+
 def pgd(
-    forward: Forward,
+    space: AttackSpace,
     x: torch.Tensor,
     y: torch.Tensor,
     eps: float,
     alpha: float,
     steps: int,
-    low: Bound,
-    high: Bound,
     random_start: bool = True,
-    generator: torch.Generator | None = None,
-    loss_scale: float = 1.0,
 ) -> torch.Tensor:
     """
     L-inf PGD on the cross-entropy (Madry et al. 2018): ``delta <- Pi(delta + alpha * sign(grad))``, ``steps`` times.
     With ``steps=1``, ``random_start=True`` it is FGSM with random start (Wong et al. 2020).
 
-    :param forward: Maps inputs to logits.
+    :param space: Forward function, valid range, random stream and loss scale.
     :param x: Clean inputs.
     :param y: Labels.
     :param eps: L-inf radius.
     :param alpha: Step size.
     :param steps: Number of ascent steps (one pass each).
-    :param low: Lower end of the valid range.
-    :param high: Upper end of the valid range.
     :param random_start: Start from ``U(-eps, eps)`` instead of zero.
-    :param generator: Random stream for the start.
-    :param loss_scale: See :func:`input_gradient`.
     :return: The final perturbation, detached.
     """
-    delta = uniform_start(x, eps, generator) if random_start else torch.zeros_like(x)
+    delta = space.start(x, eps, random_start)
     for _ in range(steps):
-        gradient = input_gradient(forward, x, delta, y, loss_scale)
-        delta = project(x, delta + alpha * gradient.sign(), eps, low, high)
+        gradient = input_gradient(space.forward, x, delta, y, space.loss_scale)
+        delta = space.project(x, delta + alpha * gradient.sign(), eps)
     return delta.detach()

@@ -21,9 +21,9 @@ from typing import Any
 
 import torch
 
+from art_fastat.engine import read_checkpoint
 from art_fastat.protocols import get_protocol
 from art_fastat.trainers import TRAINERS
-from art_fastat.trainers.base import read_checkpoint
 
 N, BATCH, DATA_PASSES = 192, 64, 3
 #: Small settings per method and its nb_epochs for 3 passes over the data (Free and ATCD count replays).
@@ -45,7 +45,7 @@ WORKER = """
 import os, signal, sys
 sys.path.insert(0, {here!r})
 from kill_resume import build
-from art_fastat.trainers import base
+from art_fastat.engine import checkpoints
 
 method, checkpoint_dir, kill_at, where = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 trainer, fit = build(method, checkpoint_dir)
@@ -59,13 +59,13 @@ if where == "batch":  # SIGKILL when the kill_at-th minibatch of the run (0-base
         return train_batch(*arguments)
     trainer._train_batch = counted
 else:  # SIGKILL while the kill_at-th checkpoint (1-based) is written: its payload is on disk, not yet renamed
-    replace = base.os.replace
+    replace = checkpoints.os.replace
     def killed_replace(source, destination):
         count[0] += 1
         if count[0] == kill_at:
             os.kill(os.getpid(), signal.SIGKILL)
         return replace(source, destination)
-    base.os.replace = killed_replace
+    checkpoints.os.replace = killed_replace
 fit()
 """
 

@@ -14,7 +14,7 @@ from torch import nn
 import art_fastat.trainers.atcd as atcd_module
 from art_fastat.attacks import HMC
 from art_fastat.attacks.hmc import ChainState, contrastive_objective, hmc_round, metropolis_hastings
-from art_fastat.perturbation import project, uniform_start
+from art_fastat.perturbation import AttackSpace, project, uniform_start
 from art_fastat.protocols import get_protocol
 from art_fastat.trainers import AdversarialTrainerATCD
 
@@ -57,8 +57,8 @@ def test_without_cd_term_and_mh_the_trajectory_is_momentum_sign_pgd(batch, netwo
     alpha, position_step, steps = 0.1, 0.05, 4
     state = ChainState.start(x, EPS, torch.Generator().manual_seed(1))
     state.probs = torch.full((len(x), 10), 0.1)  # a cached prediction that rho = 0 must ignore
-    new_state, accepted = hmc_round(network, x, y, state, EPS, alpha, position_step, steps, 0.0, 1.0,
-                                    lam=1.0, rho=0.0, mh_correction=False)  # fmt: skip
+    new_state, accepted = hmc_round(AttackSpace(network), x, y, state, EPS, alpha=alpha, position_step=position_step,
+                                    steps=steps, lam=1.0, rho=0.0, mh_correction=False)  # fmt: skip
     assert accepted is None
     delta, momentum = state.delta.clone(), state.momentum.clone()  # hand-written, from the same start
     for _ in range(steps):
@@ -85,15 +85,15 @@ def test_empirical_acceptance_rate_matches_min_1_exp_energy_difference(acceptanc
 
 def test_mh_step_keeps_the_proposal_with_its_formula_probability_and_the_old_state_otherwise(batch, network):
     x, y = batch
-    state, _ = hmc_round(network, x, y, ChainState.start(x, EPS, torch.Generator().manual_seed(3)), EPS, EPS, EPS,
-                         2, 0.0, 1.0)  # fmt: skip
-    proposal, _ = hmc_round(network, x, y, state, EPS, EPS, EPS, 2, 0.0, 1.0, mh_correction=False)
+    space, chain = AttackSpace(network), {"alpha": EPS, "position_step": EPS, "steps": 2}
+    state, _ = hmc_round(space, x, y, ChainState.start(x, EPS, torch.Generator().manual_seed(3)), EPS, **chain)
+    proposal, _ = hmc_round(space, x, y, state, EPS, **chain, mh_correction=False)
     energy = F.cross_entropy(network(x + proposal.delta), y, reduction="none") + proposal.momentum.abs().mean((1, 2, 3))
     torch.testing.assert_close(proposal.energy, energy.detach(), rtol=1e-5, atol=1e-5)  # H = CE + |v|_1 / d
     state.energy = state.energy + torch.linspace(0, 3, len(x))  # an old state this much higher: some rejections
     generator = torch.Generator().manual_seed(4)
     u = torch.rand(len(x), generator=torch.Generator().manual_seed(4))
-    chained, accepted = hmc_round(network, x, y, state, EPS, EPS, EPS, 2, 0.0, 1.0, generator=generator)
+    chained, accepted = hmc_round(AttackSpace(network, generator=generator), x, y, state, EPS, **chain)
     assert torch.equal(accepted, u < torch.exp(proposal.energy - state.energy).clamp(max=1))
     assert 0 < int(accepted.sum()) < len(x)  # both outcomes occur on this batch
     assert torch.equal(chained.delta[accepted], proposal.delta[accepted])

@@ -73,7 +73,7 @@ def test_update_is_the_gradient_of_the_stated_loss_with_attacks_held_constant(tr
     gradients = torch.autograd.grad(loss, list(reference.parameters()))
     for after, before, gradient in zip(network.parameters(), reference.parameters(), gradients, strict=True):
         torch.testing.assert_close(before.detach() - after.detach(), gradient, rtol=1e-4, atol=1e-6)
-    recorded = set(trainer._sums) & {"ce", "local_kl", "global_kl"}
+    recorded = set(trainer.totals.sums) & {"ce", "local_kl", "global_kl"}
     assert recorded == {"ce"} | ({"local_kl"} if local_term else set()) | ({"global_kl"} if global_term else set())
 
 

@@ -14,9 +14,9 @@ from conftest import Standardise, make_classifier, same_weights, tiny_network, w
 from torch import nn
 
 import art_fastat
+from art_fastat.engine.schedules import lr_multiplier, warmed_up_eps
 from art_fastat.perturbation import uniform_start
 from art_fastat.trainers import AdversarialTrainerFast, AdversarialTrainerPGD, NaturalTrainer
-from art_fastat.trainers.schedules import lr_multiplier, warmed_up_eps
 
 N = 256  # training samples for engine tests: 4 batches of 64
 
@@ -197,7 +197,7 @@ def test_fit_generator_trains_on_every_batch_of_an_art_data_generator(data):
     trainer = AdversarialTrainerFast(classifier, eps=0.2)
     history = trainer.fit_generator(generator, nb_epochs=2)
     assert len(history) == 2 and not same_weights(before, weights(classifier), atol=1e-6)
-    assert len(drawn) == 2 * 4 and trainer._weights["loss"] == 256  # no batch drawn without being trained on
+    assert len(drawn) == 2 * 4 and trainer.totals.weights["loss"] == 256  # no batch drawn without being trained on
 
 
 def test_random_start_covers_the_whole_ball_and_the_steps_stay_valid(data):

@@ -50,7 +50,9 @@ def test_one_replay_at_zero_budget_is_natural_training(train_subset):
     free, natural = make_classifier(), make_classifier()
     ZeroBudget(free, eps=EPS, replays=1, seed=6).fit(x, y, batch_size=64, nb_epochs=2)
     NaturalTrainer(natural, seed=6).fit(x, y, batch_size=64, nb_epochs=2)
-    assert same_weights(weights(free), weights(natural))
+    # The same arithmetic, but a convolution whose input requires grad may take another backward kernel: on some CPUs
+    # (this one since 2026-11) the weights then differ in the last bits (1.5e-8), in the original code as well.
+    assert same_weights(weights(free), weights(natural), atol=1e-7)
 
 
 def test_nb_epochs_counts_passes(train_subset):

@@ -14,7 +14,7 @@ from torch import nn
 import art_fastat.trainers.l2l as l2l_module
 from art_fastat.attacks import L2L, RNNOptimizer
 from art_fastat.attacks.l2l import Trajectory, learned_ascent
-from art_fastat.perturbation import input_gradient, objective_gradient, pgd
+from art_fastat.perturbation import AttackSpace, input_gradient, objective_gradient, pgd
 from art_fastat.trainers import AdversarialTrainerL2L
 
 EPS, STEPS = 0.2, 5
@@ -45,12 +45,13 @@ def _loss(network, x, y):
 def test_with_a_sign_rule_the_learned_attack_is_pgd(digits, network, random_start):
     x, y = torch.from_numpy(digits[2]), torch.from_numpy(digits[3])
     alpha = EPS / 4
-    ours = learned_ascent(network, x, y, SignRule(alpha / EPS), EPS, STEPS, 0.0, 1.0, random_start=random_start,
-                          generator=torch.Generator().manual_seed(0)).deltas[-1]  # fmt: skip
-    reference = pgd(network, x, y, EPS, alpha, STEPS, 0.0, 1.0, random_start, torch.Generator().manual_seed(0))
+    ours = learned_ascent(AttackSpace(network, generator=torch.Generator().manual_seed(0)), x, y, SignRule(alpha / EPS),
+                          EPS, STEPS, random_start=random_start).deltas[-1]  # fmt: skip
+    reference = pgd(AttackSpace(network, generator=torch.Generator().manual_seed(0)), x, y, EPS, alpha, STEPS,
+                    random_start)  # fmt: skip
     torch.testing.assert_close(ours, reference, rtol=0, atol=1e-6)
     attack = L2L(network, SignRule(alpha / EPS), eps=EPS, steps=STEPS, random_start=False)(x, y)
-    torch.testing.assert_close(attack - x, pgd(network, x, y, EPS, alpha, STEPS, 0.0, 1.0, False), rtol=0, atol=1e-6)
+    torch.testing.assert_close(attack - x, pgd(AttackSpace(network), x, y, EPS, alpha, STEPS, False), rtol=0, atol=1e-6)
 
 
 def test_meta_gradient_is_first_order_and_touches_only_the_lstm(digits, network, monkeypatch):
@@ -65,14 +66,14 @@ def test_meta_gradient_is_first_order_and_touches_only_the_lstm(digits, network,
     monkeypatch.setattr(torch.autograd, "grad", recording_grad)
     classifier_network = copy.deepcopy(network).requires_grad_(True)  # weights that could receive gradients
     rnn = RNNOptimizer()
-    trajectory = learned_ascent(classifier_network, x, y, rnn, EPS, STEPS, 0.0, 1.0, random_start=False)
+    trajectory = learned_ascent(AttackSpace(classifier_network), x, y, rnn, EPS, STEPS, random_start=False)
     trajectory.gradients.append(input_gradient(classifier_network, x, trajectory.deltas[-1], y))
     assert graphs == [False] * (STEPS + 1)  # no create_graph: no second derivative through the classifier
     assert [g.requires_grad for g in trajectory.gradients] == [False] * (STEPS + 1)  # constants
     surrogate_gradient = torch.autograd.grad(trajectory.meta_surrogate(), list(rnn.parameters()))
     # the first-order meta-loss itself, sum_t CE(f(x + delta_t)) with the gradient inputs frozen, backpropagated
     # through the classifier and the LSTM, has the same gradient in the LSTM's weights
-    replay = learned_ascent(classifier_network, x, y, _FrozenInputs(rnn, trajectory.gradients), EPS, STEPS, 0.0, 1.0,
+    replay = learned_ascent(AttackSpace(classifier_network), x, y, _FrozenInputs(rnn, trajectory.gradients), EPS, STEPS,
                             random_start=False)  # fmt: skip
     meta_loss = sum(F.cross_entropy(classifier_network(x + delta), y, reduction="sum") for delta in replay.deltas[1:])
     meta_gradient = torch.autograd.grad(meta_loss, list(rnn.parameters()))
@@ -104,14 +105,15 @@ def test_learned_optimizer_climbs_higher_than_tuned_pgd_on_held_out_inputs(digit
     for _ in range(300):
         index = torch.randint(0, len(x_train), (64,), generator=generator)
         x, y = x_train[index], y_train[index]
-        trajectory = learned_ascent(network.requires_grad_(False), x, y, rnn, EPS, STEPS, 0.0, 1.0, generator=generator)
+        space = AttackSpace(network.requires_grad_(False), generator=generator)
+        trajectory = learned_ascent(space, x, y, rnn, EPS, STEPS)
         trajectory.gradients.append(input_gradient(network, x, trajectory.deltas[-1], y))
         optimizer.zero_grad()
         (-trajectory.meta_surrogate() / len(x)).backward()
         optimizer.step()
     learned = _loss(network, L2L(network, rnn, eps=EPS, steps=STEPS)(x_test, y_test), y_test)
-    tuned = {alpha: _loss(network, x_test + pgd(network, x_test, y_test, EPS, alpha, STEPS, 0.0, 1.0, True,
-                                                  torch.Generator().manual_seed(1)), y_test)
+    tuned = {alpha: _loss(network, x_test + pgd(AttackSpace(network, generator=torch.Generator().manual_seed(1)),
+                                                  x_test, y_test, EPS, alpha, STEPS, True), y_test)
              for alpha in (EPS / 8, EPS / 4, EPS / 2, 2.5 * EPS / STEPS, EPS)}  # fmt: skip
     assert learned > max(tuned.values()), (learned, tuned)
 

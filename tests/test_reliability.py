@@ -16,9 +16,9 @@ import pytest
 import torch
 from conftest import make_classifier, same_weights, weights
 
+from art_fastat.engine.checkpoints import DIGEST_HEADER, read_checkpoint
 from art_fastat.trainers import TRAINERS, AdversarialTrainerFast, AdversarialTrainerFree, AdversarialTrainerPGD
 from art_fastat.trainers import base as base_module
-from art_fastat.trainers.base import DIGEST_HEADER, read_checkpoint
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 from kill_resume import BATCH, METHODS, N, kill_and_resume  # noqa: E402  (the matrix this test samples)

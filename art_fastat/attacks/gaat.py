@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torchattacks.attack import Attack
 
 from art_fastat._validation import check_attack_inputs, check_choice, check_non_negative_float, check_positive_int
-from art_fastat.perturbation import Bound, Forward, uniform_start
+from art_fastat.perturbation import AttackSpace
 
 HESSIANS = ("gauss_newton", "diagonal")
 
@@ -34,32 +34,30 @@ def _per_sample_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def jacobian_and_curvature(
-    forward: Forward,
+    space: AttackSpace,
     x: torch.Tensor,
     y: torch.Tensor,
     hessian: str = "gauss_newton",
     hutchinson_samples: int = 1,
-    generator: torch.Generator | None = None,
     objective: Objective = cross_entropy,
-    loss_scale: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """
     Algorithm 2, lines 4-6: one forward pass at the natural point, its input gradient and, for the diagonal Hessian,
-    the Hutchinson estimate ``diag(H) ~ mean_s z_s * (H z_s)``.
+    the Hutchinson estimate ``diag(H) ~ mean_s z_s * (H z_s)`` with probes from ``space.generator``.
 
     :return: ``(per-sample loss l(x), J, diag(H) or None)``, all detached.
     """
     x_natural = x.detach().requires_grad_(True)
-    natural_loss = objective(forward(x_natural), y)
+    natural_loss = objective(space.forward(x_natural), y)
     diagonal = hessian == "diagonal"
-    (jacobian,) = torch.autograd.grad(natural_loss.sum() * loss_scale, x_natural, create_graph=diagonal)
-    if loss_scale != 1.0:
-        jacobian = jacobian / loss_scale
+    (jacobian,) = torch.autograd.grad(natural_loss.sum() * space.loss_scale, x_natural, create_graph=diagonal)
+    if space.loss_scale != 1.0:
+        jacobian = jacobian / space.loss_scale
     curvature = None
     if diagonal:
         curvature = torch.zeros_like(x)
         for probe_index in range(hutchinson_samples):
-            probe = torch.randint(0, 2, x.shape, generator=generator, device=x.device).to(x.dtype) * 2 - 1
+            probe = torch.randint(0, 2, x.shape, generator=space.generator, device=x.device).to(x.dtype) * 2 - 1
             retain = probe_index < hutchinson_samples - 1
             (hessian_probe,) = torch.autograd.grad(jacobian, x_natural, grad_outputs=probe, retain_graph=retain)
             curvature += probe * hessian_probe
@@ -91,20 +89,17 @@ class TaylorAscent:
 
 
 def taylor_ascent(
-    forward: Forward,
+    space: AttackSpace,
     x: torch.Tensor,
     y: torch.Tensor,
     eps: float,
     alpha: float,
     steps: int,
-    low: Bound,
-    high: Bound,
+    *,
     hessian: str = "gauss_newton",
     hutchinson_samples: int = 1,
     random_start: bool = True,
-    generator: torch.Generator | None = None,
     objective: Objective = cross_entropy,
-    loss_scale: float = 1.0,
 ) -> TaylorAscent:
     """
     GAAT's adversary (Algorithm 2, lines 3-10).
@@ -123,31 +118,24 @@ def taylor_ascent(
       products by double backpropagation (Hutchinson). Samples are independent as long as the network has no
       batch-coupled layer in the mode it runs in (BatchNorm in train mode couples them).
 
-    :param forward: Maps inputs to logits.
+    :param space: Forward function, valid range, random stream (start and probes) and fp16 loss scale (J is divided
+                  by it again).
     :param x: Clean inputs.
     :param y: Labels (target labels for a targeted ``objective``).
     :param eps: L-inf radius.
     :param alpha: Step size.
     :param steps: Number of Taylor steps ``T`` (no network pass each).
-    :param low: Lower end of the valid range.
-    :param high: Upper end of the valid range.
     :param hessian: ``"gauss_newton"`` or ``"diagonal"``.
     :param hutchinson_samples: Probes for the diagonal Hessian.
     :param random_start: ``delta_0 ~ U(-eps, eps)`` (else 0).
-    :param generator: Random stream for the start and the probes.
     :param objective: Per-sample loss to maximise.
-    :param loss_scale: Multiplies the loss before differentiation (fp16); J is divided by it again.
     :return: The perturbation and diagnostics.
     """
     diagonal = hessian == "diagonal"
-    natural_loss, jacobian, curvature = jacobian_and_curvature(
-        forward, x, y, hessian, hutchinson_samples, generator, objective, loss_scale
-    )
-
-    delta = uniform_start(x, eps, generator) if random_start else torch.zeros_like(x)
+    natural_loss, jacobian, curvature = jacobian_and_curvature(space, x, y, hessian, hutchinson_samples, objective)
+    delta = space.start(x, eps, random_start)
     descending = None if diagonal else (1 + _per_sample_dot(jacobian, delta).flatten() < 0)
-    # Pi as one clamp against the per-batch box [max(-eps, low - x), min(eps, high - x)].
-    lower, upper = torch.clamp(low - x, min=-eps), torch.clamp(high - x, max=eps)
+    lower, upper = space.box(x, eps)
     jacobian_sign = jacobian.sign()
     for _ in range(steps):
         if diagonal:
@@ -198,7 +186,7 @@ class GAAT(Attack):
         super().__init__("GAAT", model)
         self.eps = check_non_negative_float(eps, "eps")
         self.alpha = check_non_negative_float(alpha, "alpha")
-        self.steps = check_positive_int(steps, "steps", minimum=0)
+        self.steps = check_positive_int(steps, "steps")
         self.hessian = check_choice(hessian, "hessian", HESSIANS)
         self.hutchinson_samples = check_positive_int(hutchinson_samples, "hutchinson_samples")
         self.random_start = bool(random_start)
@@ -213,8 +201,7 @@ class GAAT(Attack):
             def objective(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
                 return -cross_entropy(logits, target)
 
-        ascent = taylor_ascent(
-            self.get_logits, images, labels, self.eps, self.alpha, self.steps, 0.0, 1.0,
-            self.hessian, self.hutchinson_samples, self.random_start, objective=objective,
-        )  # fmt: skip
+        ascent = taylor_ascent(AttackSpace(self.get_logits), images, labels, self.eps, self.alpha, self.steps,
+                               hessian=self.hessian, hutchinson_samples=self.hutchinson_samples,
+                               random_start=self.random_start, objective=objective)  # fmt: skip
         return (images + ascent.delta).detach()

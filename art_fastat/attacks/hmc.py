@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torchattacks.attack import Attack
 
 from art_fastat._validation import check_attack_inputs, check_non_negative_float, check_positive_int
-from art_fastat.perturbation import Bound, Forward, normalise_per_sample, objective_gradient, project, uniform_start
+from art_fastat.perturbation import AttackSpace, normalise_per_sample, uniform_start
 
 MOMENTUM_NORMALISATIONS = ("l1", "none")
 
@@ -86,29 +86,26 @@ class ChainState:
 
 
 def hmc_round(
-    forward: Forward,
+    space: AttackSpace,
     x: torch.Tensor,
     y: torch.Tensor,
     state: ChainState,
     eps: float,
+    *,
     alpha: float,
     position_step: float,
     steps: int,
-    low: Bound,
-    high: Bound,
     lam: float = 2.0,
     rho: float = 1.0,
     mh_correction: bool = True,
     normalisation: str = "l1",
-    generator: torch.Generator | None = None,
-    loss_scale: float = 1.0,
     targeted: bool = False,
 ) -> tuple[ChainState, torch.Tensor | None]:
     """
     One round of Algorithm 1's stage 1: ``steps`` trajectory steps (one forward and one input-gradient backward pass
     each), then the Metropolis-Hastings test against ``state`` (skipped when ``state`` has no energy yet).
 
-    :param forward: Maps inputs to logits.
+    :param space: Forward function, valid range, random stream of the acceptance test and fp16 loss scale.
     :param x: Clean inputs.
     :param y: Labels.
     :param state: The chain's current state; ``state.probs`` is ``p_prev`` of the contrastive objective.
@@ -116,15 +113,11 @@ def hmc_round(
     :param alpha: Momentum step: ``v += alpha * g``.
     :param position_step: Position step: ``theta += position_step * sign(v)`` (the paper's eps).
     :param steps: Trajectory length K.
-    :param low: Lower end of the valid range.
-    :param high: Upper end of the valid range.
     :param lam: lambda of the contrastive objective.
     :param rho: rho of the contrastive objective; 0 gives the plain (lam-scaled) cross-entropy.
     :param mh_correction: Apply the Metropolis-Hastings test.
     :param normalisation: ``"l1"``: ``g = grad / mean|grad|`` per sample (MI-FGSM's L1 normalisation, scaled so that
                           ``alpha`` is in input units); ``"none"``: the raw gradient of the summed objective.
-    :param generator: Random stream for the acceptance test.
-    :param loss_scale: Multiplies the objective before differentiation (fp16 underflow); undone before use.
     :param targeted: ``y`` are target classes: ascend ``-J_cd`` and use ``H = -CE + |v|_1 / d``.
     :return: ``(new state, accepted mask or None)``. An accepted proposal's ``probs`` is the softmax of its last
              trajectory step (the prediction at that state under the weights of this round).
@@ -137,8 +130,8 @@ def hmc_round(
     delta, momentum = state.delta.detach(), state.momentum
     logits = None
     for _ in range(steps):
-        delta = project(x, delta + position_step * momentum.sign(), eps, low, high)
-        gradient, logits = objective_gradient(forward, x, delta, objective, loss_scale)
+        delta = space.project(x, delta + position_step * momentum.sign(), eps)
+        gradient, logits = space.gradient(x, delta, objective)
         if normalisation == "l1":
             gradient = normalise_per_sample(gradient)
         momentum = (momentum + alpha * gradient).clamp(-eps, eps)
@@ -149,7 +142,7 @@ def hmc_round(
     proposal = ChainState(delta, momentum, loss + momentum.abs().flatten(1).mean(1), F.softmax(logits, dim=1))
     if not mh_correction or state.energy is None:
         return proposal, None
-    accept = metropolis_hastings(proposal.energy, state.energy, generator)
+    accept = metropolis_hastings(proposal.energy, state.energy, space.generator)
     return proposal.select(accept, state), accept
 
 
@@ -166,9 +159,9 @@ class HMC(Attack):
         model (nn.Module): model to attack.
         eps (float): maximum perturbation. (Default: 8/255)
         alpha (float): momentum step, in input units after L1 normalisation. (Default: eps)
-        steps (int): trajectory length K per round. (Default: 2)
-        repeats (int): number of rounds T. (Default: 5)
-        position_step (float): position step along sign(v). (Default: 2/255)
+        steps (int): trajectory length K per round. (Default: 2, as ATCD's trainer)
+        repeats (int): number of rounds T. (Default: 4, as ATCD's trainer)
+        position_step (float): position step along sign(v). (Default: eps, Algorithm 1's, as ATCD's trainer)
         lam (float): weight of the current cross-entropy. (Default: 2.0)
         rho (float): weight of the previous prediction's term; 0 turns the CD term off. (Default: 1.0)
         mh_correction (bool): apply the Metropolis-Hastings test after every round. (Default: True)
@@ -188,8 +181,8 @@ class HMC(Attack):
         eps: float = 8 / 255,
         alpha: float | None = None,
         steps: int = 2,
-        repeats: int = 5,
-        position_step: float = 2 / 255,
+        repeats: int = 4,
+        position_step: float | None = None,
         lam: float = 2.0,
         rho: float = 1.0,
         mh_correction: bool = True,
@@ -200,7 +193,9 @@ class HMC(Attack):
         self.alpha = self.eps if alpha is None else check_non_negative_float(alpha, "alpha")
         self.steps = check_positive_int(steps, "steps")
         self.repeats = check_positive_int(repeats, "repeats")
-        self.position_step = check_non_negative_float(position_step, "position_step")
+        self.position_step = (
+            self.eps if position_step is None else check_non_negative_float(position_step, "position_step")
+        )
         self.lam = check_non_negative_float(lam, "lam")
         self.rho = check_non_negative_float(rho, "rho")
         self.mh_correction = bool(mh_correction)
@@ -216,8 +211,7 @@ class HMC(Attack):
         else:
             state = ChainState(torch.zeros_like(images), torch.zeros_like(images))
         for _ in range(self.repeats):
-            state, _ = hmc_round(
-                self.get_logits, images, labels, state, self.eps, self.alpha, self.position_step, self.steps, 0.0,
-                1.0, self.lam, self.rho, self.mh_correction, targeted=self.targeted,
-            )  # fmt: skip
+            state, _ = hmc_round(AttackSpace(self.get_logits), images, labels, state, self.eps, alpha=self.alpha,
+                                 position_step=self.position_step, steps=self.steps, lam=self.lam, rho=self.rho,
+                                 mh_correction=self.mh_correction, targeted=self.targeted)  # fmt: skip
         return (images + state.delta).detach()

@@ -25,7 +25,7 @@ from torchattacks.attack import Attack
 
 from art_fastat._validation import check_attack_inputs, check_non_negative_float, check_positive_int
 from art_fastat.losses import kl_divergence
-from art_fastat.perturbation import Bound, Forward, normalise_per_sample, objective_gradient, project, uniform_start
+from art_fastat.perturbation import AttackSpace, normalise_per_sample
 
 #: Per-sample objective the attack ascends, from the logits at ``x + delta``, the labels and the clean logits.
 Objective = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
@@ -93,38 +93,31 @@ class Trajectory:
 
 
 def learned_ascent(
-    forward: Forward,
+    space: AttackSpace,
     x: torch.Tensor,
     y: torch.Tensor,
     rnn: nn.Module,
     eps: float,
     steps: int,
-    low: Bound,
-    high: Bound,
+    *,
     objective: Objective = cross_entropy_objective,
     clean_logits: torch.Tensor | None = None,
     random_start: bool = True,
-    generator: torch.Generator | None = None,
-    loss_scale: float = 1.0,
     meta_graph: bool = True,
 ) -> Trajectory:
     """
     ``steps`` learned steps, one pass each (the gradient at ``delta_0 .. delta_{T-1}``). The gradient at ``delta_T``,
     which the meta-loss needs, is left to the caller (a trainer gets it from its weight update's own pass).
 
-    :param forward: Maps inputs to logits.
+    :param space: Forward function, valid range, random stream of the start and fp16 loss scale.
     :param x: Clean inputs.
     :param y: Labels (or targets, with an objective that descends towards them).
     :param rnn: Maps ``(gradient, delta / eps, state)`` to ``(u, state)``: an :class:`RNNOptimizer` or any rule.
     :param eps: L-inf radius.
     :param steps: T.
-    :param low: Lower end of the valid range.
-    :param high: Upper end of the valid range.
     :param objective: Per-sample objective to ascend.
     :param clean_logits: Clean logits for objectives that need them (TRADES).
     :param random_start: ``delta_0 ~ U(-eps, eps)``, else 0.
-    :param generator: Random stream for the start.
-    :param loss_scale: Multiplies the objective before differentiation (fp16 underflow); undone before use.
     :param meta_graph: Keep the graph from the ``deltas`` to the rnn's weights (for the meta-gradient); False to
                        only run the learned optimizer.
     :return: The trajectory.
@@ -133,16 +126,16 @@ def learned_ascent(
     def attack_objective(logits: torch.Tensor) -> torch.Tensor:
         return objective(logits, y, clean_logits)
 
-    delta = uniform_start(x, eps, generator) if random_start else torch.zeros_like(x)
+    delta = space.start(x, eps, random_start)
     trajectory = Trajectory([delta])
     state = None
     for _ in range(steps):
-        gradient, logits = objective_gradient(forward, x, delta, attack_objective, loss_scale)
+        gradient, logits = space.gradient(x, delta, attack_objective)
         trajectory.gradients.append(gradient)
         trajectory.losses.append(attack_objective(logits))
         with torch.set_grad_enabled(meta_graph):
             update, state = rnn(gradient, delta / eps if eps else delta, state)
-        delta = project(x, delta + eps * torch.tanh(update), eps, low, high)
+        delta = space.project(x, delta + eps * torch.tanh(update), eps)
         trajectory.deltas.append(delta)
     return trajectory
 
@@ -183,6 +176,6 @@ class L2L(Attack):
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         images, labels = check_attack_inputs(images, labels, self.device)
-        trajectory = learned_ascent(self.get_logits, images, labels, self.rnn, self.eps, self.steps, 0.0, 1.0,
+        trajectory = learned_ascent(AttackSpace(self.get_logits), images, labels, self.rnn, self.eps, self.steps,
                                     random_start=self.random_start, meta_graph=False)  # fmt: skip
         return (images + trajectory.deltas[-1]).detach()

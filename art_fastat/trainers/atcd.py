@@ -104,14 +104,13 @@ class AdversarialTrainerATCD(AdversarialTrainerBase):
 
     def _train_batch(self, x: torch.Tensor, y: torch.Tensor, eps: float) -> None:
         state = ChainState.start(x, eps, self.generator)
+        alpha, position_step = self._step_size(self.alpha, eps), self._step_size(self.position_step, eps)
         for _ in range(self.repeats):
             with self._attack_context():
-                state, accepted = hmc_round(
-                    self._forward, x, y, state, eps, self._step_size(self.alpha, eps),
-                    self._step_size(self.position_step, eps), self.trajectory_length, self.low, self.high,
-                    self.lam, self.rho, self.mh_correction, self.momentum_normalisation, self.generator,
-                    self._attack_loss_scale,
-                )  # fmt: skip
+                state, accepted = hmc_round(self.space, x, y, state, eps, alpha=alpha, position_step=position_step,
+                                            steps=self.trajectory_length, lam=self.lam, rho=self.rho,
+                                            mh_correction=self.mh_correction,
+                                            normalisation=self.momentum_normalisation)  # fmt: skip
             logits = self._update(x + state.delta, y)
             state.probs = F.softmax(logits.float(), dim=1)
             if accepted is not None:

@@ -9,7 +9,6 @@ import torch.nn.functional as F
 
 from art_fastat._validation import check_choice, check_non_negative_float, check_positive_int
 from art_fastat.losses import kl_divergence
-from art_fastat.perturbation import objective_gradient, project, uniform_start
 from art_fastat.trainers.base import AdversarialTrainerBase
 
 ADVERSARIES = ("fgsm", "pgd")
@@ -102,10 +101,11 @@ class AdversarialTrainerATLAS(AdversarialTrainerBase):
         def divergence(logits: torch.Tensor) -> torch.Tensor:
             return kl_divergence(target_logits, logits)
 
-        xi = uniform_start(x_adv, radius, self.generator)
+        space = self.space
+        xi = space.start(x_adv, radius)
         with self._attack_context():
-            gradient, _ = objective_gradient(self._forward, x_adv, xi, divergence, self._attack_loss_scale)
-        return project(x_adv, xi + 1.25 * radius * gradient.sign(), radius, self.low, self.high)
+            gradient, _ = space.gradient(x_adv, xi, divergence)
+        return space.project(x_adv, xi + 1.25 * radius * gradient.sign(), radius)
 
     def _train_batch(self, x: torch.Tensor, y: torch.Tensor, eps: float) -> None:
         delta = self._pgd(x, y, eps, self._step_size(self.alpha, eps), self.steps, random_start=True)

@@ -8,8 +8,10 @@ from typing import Any, ClassVar
 import torch
 
 from art_fastat._validation import check_choice, check_non_negative_float, check_positive_int
+from art_fastat.engine.external import check_external_attack
+from art_fastat.engine.options import ENGINE_OPTIONS
+from art_fastat.engine.schedules import warmed_up_eps
 from art_fastat.trainers.base import AdversarialTrainerBase
-from art_fastat.trainers.schedules import warmed_up_eps
 
 
 class AdversarialTrainerDAT(AdversarialTrainerBase):
@@ -27,8 +29,11 @@ class AdversarialTrainerDAT(AdversarialTrainerBase):
     - ``switch="plateau"`` switches as soon as the natural training loss improved by less than ``plateau_tolerance``
       (relative) over the last ``plateau_window`` epochs, and at ``switch_epoch`` at the latest.
     - The eps warm-up (``eps_warmup_epochs``) starts at the switch, since the natural phase has no eps.
-    - DAT's engine options (schedule, warm-up, validation, checkpoints) govern the whole run; the inner trainer only
-      contributes its maximizer and update, and must use the same classifier and eps.
+    - The inner method runs inside DAT's engine (:meth:`~AdversarialTrainerBase.join`): it shares DAT's step (mixed
+      precision, loss scaling, update), its records, its random stream and its process setup (one DDP wrap under
+      torch.distributed), so DAT's engine options (``use_amp``, schedules, warm-up, guards, validation, checkpoints)
+      govern both phases. ``inner_options`` therefore takes the inner method's own arguments only, and a trainer
+      instance given as ``inner`` must use the same classifier and eps; its own engine options are not used.
     - History: every record has ``adversarial`` (0 or 1); from the switch on, ``switch_epoch`` (the first adversarial
       epoch, 1-based), also kept as ``trainer.switch_epoch``.
     """
@@ -81,18 +86,21 @@ class AdversarialTrainerDAT(AdversarialTrainerBase):
         if isinstance(inner, str):
             names = tuple(name for name in TRAINERS if name not in ("natural", "dat", "dat+gaat"))
             check_choice(inner, "inner", names)
-            return TRAINERS[inner](self._classifier, eps=self.eps, seed=self.seed, **options), None
-        if options:
+            engine_options = sorted(set(options) & {*ENGINE_OPTIONS, "eps"})
+            if engine_options:
+                raise ValueError(f"inner_options takes the inner method's own arguments; {', '.join(engine_options)} "
+                                 "are DAT's own arguments and apply to both phases")  # fmt: skip
+            inner = TRAINERS[inner](self._classifier, eps=self.eps, **options)
+        elif options:
             raise ValueError("inner_options only apply when inner is a method name")
-        if isinstance(inner, AdversarialTrainerDAT):
+        elif isinstance(inner, AdversarialTrainerDAT):
             raise TypeError("inner must not itself be a DAT trainer")
-        if isinstance(inner, AdversarialTrainerBase):
-            if inner.classifier is not self._classifier:
-                raise ValueError("inner must be a trainer built on the same classifier as the DAT trainer")
-            if inner.eps != self.eps:
-                raise ValueError(f"inner must use the DAT trainer's eps={self.eps}, got eps={inner.eps}")
-            return inner, None
-        return None, self._check_attack(inner)
+        elif not isinstance(inner, AdversarialTrainerBase):
+            return None, check_external_attack(inner, self)
+        if inner.eps != self.eps:
+            raise ValueError(f"inner must use the DAT trainer's eps={self.eps}, got eps={inner.eps}")
+        inner.join(self)
+        return inner, None
 
     @property
     def switch_epoch(self) -> int | None:
@@ -127,11 +135,7 @@ class AdversarialTrainerDAT(AdversarialTrainerBase):
         elif self.attack is not None:
             self._update(x + self._run_attack(self.attack, x, y), y)
         else:
-            self.inner._train_batch(x, y, eps)
-            for name, total in self.inner._sums.items():
-                self._record(name, total, self.inner._weights[name])
-            self.inner._sums.clear()
-            self.inner._weights.clear()
+            self.inner._train_batch(x, y, eps)  # its records land in DAT's history (shared on join)
 
     def _end_epoch(self, record: dict[str, Any]) -> None:
         record["adversarial"] = float(self._switched_at is not None)
@@ -154,11 +158,10 @@ class AdversarialTrainerDAT(AdversarialTrainerBase):
     def _method_state(self) -> dict[str, Any]:
         state: dict[str, Any] = {"switched_at": -1 if self._switched_at is None else self._switched_at}
         if self.inner is not None:
-            state.update(inner=self.inner._method_state(), inner_generator=self.inner.generator.get_state())
+            state["inner"] = self.inner._method_state()
         return state
 
     def _load_method_state(self, state: dict[str, Any]) -> None:
         self._switched_at = None if state["switched_at"] < 0 else state["switched_at"]
         if self.inner is not None:
             self.inner._load_method_state(state["inner"])
-            self.inner.generator.set_state(state["inner_generator"].cpu())

@@ -7,7 +7,6 @@ from typing import Any, ClassVar
 import torch
 
 from art_fastat._validation import check_positive_int
-from art_fastat.perturbation import project
 from art_fastat.trainers.base import AdversarialTrainerBase
 
 
@@ -60,12 +59,12 @@ class AdversarialTrainerFree(AdversarialTrainerBase):
         self.delta = torch.zeros_like(x)
 
     def _train_batch(self, x: torch.Tensor, y: torch.Tensor, eps: float) -> None:
-        rows = slice(0, len(x))
-        delta = project(x, self.delta[rows], eps, self.low, self.high)
+        rows, space = slice(0, len(x)), self.space
+        delta = space.project(x, self.delta[rows], eps)
         for _ in range(self.m):
             delta.requires_grad_(True)
             self._update(x + delta, y)  # one backward: the optimizer step and delta.grad
-            delta = project(x, delta.detach() + eps * delta.grad.sign(), eps, self.low, self.high)
+            delta = space.project(x, delta.detach() + eps * delta.grad.sign(), eps)
         self.delta[rows] = delta
 
     def _method_state(self) -> dict[str, Any]:

@@ -74,11 +74,9 @@ class AdversarialTrainerGAAT(AdversarialTrainerBase):
 
     def _train_batch(self, x: torch.Tensor, y: torch.Tensor, eps: float) -> None:
         with self._attack_context():
-            ascent = taylor_ascent(
-                self._forward, x, y, eps, self._step_size(self.alpha, eps), self.steps, self.low, self.high,
-                self.hessian, self.hutchinson_samples, self.random_start, self.generator,
-                loss_scale=self._attack_loss_scale,
-            )  # fmt: skip
+            ascent = taylor_ascent(self.space, x, y, eps, self._step_size(self.alpha, eps), self.steps,
+                                   hessian=self.hessian, hutchinson_samples=self.hutchinson_samples,
+                                   random_start=self.random_start)  # fmt: skip
         logits = self._update(x + ascent.delta, y)
         if ascent.descending is not None:
             self._record("descent_fraction", ascent.descending.sum(), len(y))

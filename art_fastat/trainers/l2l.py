@@ -96,14 +96,13 @@ class AdversarialTrainerL2L(AdversarialTrainerBase):
         # TRADES: the update's forward pass at x, whose detached logits are also the attack's reference
         natural_logits = self._forward(x) if self.objective == "trades" else None
         clean_logits = None if natural_logits is None else natural_logits.detach()
+        space = self.space
         with self._attack_context():
-            trajectory = learned_ascent(
-                self._forward, x, y, self.rnn, eps, self.steps, self.low, self.high, objective, clean_logits,
-                self.random_start, self.generator, self._attack_loss_scale,
-            )  # fmt: skip
+            trajectory = learned_ascent(space, x, y, self.rnn, eps, self.steps, objective=objective,
+                                        clean_logits=clean_logits, random_start=self.random_start)  # fmt: skip
         final = trajectory.deltas[-1].detach().requires_grad_(True)
         # before the update (a GradScaler may change it); the update's loss is weighted by this rank's share
-        scale = self._attack_loss_scale * self._loss_weight
+        scale = space.loss_scale * self.step.loss_weight
         if self.objective == "ce":
             logits = self._update(x + final, y)
             final_loss = F.cross_entropy(logits.float(), y, reduction="none")
@@ -118,7 +117,7 @@ class AdversarialTrainerL2L(AdversarialTrainerBase):
         trajectory.losses.append(final_loss)
         self.rnn_optimizer.zero_grad(set_to_none=True)
         (-trajectory.meta_surrogate() / len(y)).backward()  # ascent; through the LSTM only
-        self._all_reduce_gradients(self.rnn.parameters())  # under torch.distributed: one RNN for all ranks
+        self.process.average_gradients(self.rnn.parameters(), self.step.loss_weight)  # one RNN for all ranks
         self.rnn_optimizer.step()
         for step, loss in enumerate(trajectory.losses):
             self._record(f"inner_loss_{step}", loss.sum(), len(y))

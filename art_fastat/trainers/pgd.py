@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 import torch
 
 from art_fastat._validation import check_non_negative_float, check_positive_int
+from art_fastat.engine.external import check_external_attack
 from art_fastat.trainers.base import AdversarialTrainerBase
 
 
@@ -45,7 +46,7 @@ class AdversarialTrainerPGD(AdversarialTrainerBase):
         self.alpha = self.eps / 4 if alpha is None else check_non_negative_float(alpha, "alpha")
         self.steps = check_positive_int(steps, "steps")
         self.random_start = bool(random_start)
-        self.attack = None if attack is None else self._check_attack(attack)
+        self.attack = None if attack is None else check_external_attack(attack, self)
 
     @property
     def passes_per_batch(self) -> float:

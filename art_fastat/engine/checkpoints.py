@@ -1,0 +1,187 @@
+"""
+Checkpoints: what a trainer must save to resume bit-identically, written so that a reader never loads a partial,
+damaged or foreign file, and restored only after the whole file has been compared with the current setup.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+if TYPE_CHECKING:
+    from art_fastat.trainers.base import AdversarialTrainerBase
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "art_fastat.checkpoint/2"
+#: First bytes of a checkpoint file, before the payload's SHA-256 digest.
+DIGEST_HEADER = b"art_fastat-checkpoint sha256 "
+FILE_NAME = "checkpoint.pt"
+
+
+def write_checkpoint(state: dict[str, Any], path: Path) -> None:
+    """
+    Write ``state`` so that a reader never loads a partial or damaged file: the payload (``torch.save``) follows a
+    header line with its SHA-256 digest, and it goes to a temporary file that is flushed to disk and then renamed over
+    ``path`` (atomic on POSIX and Windows), so a process killed mid-write leaves the previous checkpoint intact.
+
+    :param state: Tensors and plain Python values only (what ``torch.load(weights_only=True)`` accepts).
+    :param path: Destination.
+    """
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    payload = buffer.getvalue()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    with open(temporary, "wb") as handle:
+        handle.write(DIGEST_HEADER + hashlib.sha256(payload).hexdigest().encode() + b"\n")
+        handle.write(payload)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
+    """
+    Read a checkpoint written by :func:`write_checkpoint`: the digest is verified before anything is unpickled, and
+    unpickling is ``weights_only=True`` (tensors and plain values: no code runs).
+
+    :param path: The checkpoint file.
+    :param map_location: Device for the tensors.
+    :return: The state.
+    :raises ValueError: A foreign, damaged, truncated or unsafe file, with what is wrong.
+    """
+    data = Path(path).read_bytes()
+    header, newline, payload = data.partition(b"\n")
+    if not header.startswith(DIGEST_HEADER) or not newline:
+        raise ValueError(f"{path} is not an art_fastat checkpoint (it has no art_fastat digest header)")
+    if hashlib.sha256(payload).hexdigest().encode() != header[len(DIGEST_HEADER) :]:
+        raise ValueError(f"{path} is damaged or incomplete: its content does not match its SHA-256 digest")
+    try:
+        state = torch.load(io.BytesIO(payload), map_location=map_location, weights_only=True)
+    except Exception as error:
+        raise ValueError(f"{path} holds an unreadable or unsafe checkpoint: {error}") from error
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise ValueError(f"{path} is not an art_fastat checkpoint of format {FORMAT}")
+    return state
+
+
+def read_model_state(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, torch.Tensor]:
+    """
+    The network weights in ``path``: an engine checkpoint (verified, see :func:`read_checkpoint`) or a plain
+    ``torch.save`` of a state dict such as ``art-fastat train``'s ``model.pt`` (read with ``weights_only=True``).
+
+    :param path: The file.
+    :param map_location: Device for the tensors.
+    :return: The network's state dict.
+    """
+    with open(path, "rb") as handle:
+        engine_checkpoint = handle.read(len(DIGEST_HEADER)) == DIGEST_HEADER
+    if engine_checkpoint:
+        return read_checkpoint(path, map_location)["model"]
+    return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def capture(trainer: AdversarialTrainerBase, epochs_done: int) -> dict[str, Any]:
+    """
+    Everything ``trainer`` needs to continue after ``epochs_done`` epochs exactly as if it had not stopped. Under
+    torch.distributed every rank's random streams and method state (Free's perturbation, ATCD's chain, ...) are
+    gathered into the state (a collective call: every rank must make it).
+    """
+    schedule = trainer.lr_schedule
+    state = {
+        "format": FORMAT,
+        "method": trainer.method,
+        "epoch": epochs_done,
+        "model": trainer.network.state_dict(),
+        "optimizer": trainer.optimizer.state_dict(),
+        "optimizer_type": type(trainer.optimizer).__name__,
+        "scheduler": None if isinstance(schedule, str) else schedule.state_dict(),
+        "scaler": trainer.step.scaler.state_dict(),
+        "peak_lrs": trainer._peak_lrs,
+        "history": trainer.history,
+        "guards": trainer.guards.state_dict(),
+        **_rank_state(trainer),
+    }
+    if trainer.process.distributed:
+        state.update(
+            ranks=trainer.process.gather(_rank_state(trainer)), shuffle_generator=trainer.shuffle_generator.get_state()
+        )
+    return state
+
+
+def _rank_state(trainer: AdversarialTrainerBase) -> dict[str, Any]:
+    """What differs between ranks: the random streams and the method's own state."""
+    return {
+        "generator": trainer.generator.get_state(),
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "method_state": trainer._method_state(),
+    }
+
+
+def check_fits(trainer: AdversarialTrainerBase, state: dict[str, Any], path: Path) -> None:
+    """
+    Compare a checkpoint with the trainer's setup before anything is restored: method, network (every tensor's name,
+    shape and dtype), optimizer (type, parameter groups and their sizes), schedule object and number of processes.
+
+    :raises ValueError: Naming the first difference and what the checkpoint holds.
+    """
+    if state["method"] != trainer.method:
+        raise ValueError(f"checkpoint_dir holds a checkpoint of method {state['method']!r}, not {trainer.method!r}")
+    current = trainer.network.state_dict()
+    if list(state["model"]) != list(current):
+        missing, extra = set(current) - set(state["model"]), set(state["model"]) - set(current)
+        raise ValueError(
+            f"{path} holds another network architecture: tensors missing there {sorted(missing)[:5]}, unknown here "
+            f"{sorted(extra)[:5]}"
+        )
+    for name, tensor in state["model"].items():
+        if tensor.shape != current[name].shape or tensor.dtype != current[name].dtype:
+            raise ValueError(
+                f"{path} holds another network architecture: {name} is {tuple(tensor.shape)} {tensor.dtype} there, "
+                f"{tuple(current[name].shape)} {current[name].dtype} here"
+            )
+    optimizer_type = state.get("optimizer_type", type(trainer.optimizer).__name__)
+    if optimizer_type != type(trainer.optimizer).__name__:
+        raise ValueError(f"{path} was written with optimizer {optimizer_type}, the classifier has "
+                         f"{type(trainer.optimizer).__name__}")  # fmt: skip
+    saved_groups = [len(group["params"]) for group in state["optimizer"]["param_groups"]]
+    groups = [len(group["params"]) for group in trainer.optimizer.param_groups]
+    if saved_groups != groups:
+        raise ValueError(f"{path} was written with optimizer parameter groups of sizes {saved_groups}, the "
+                         f"classifier's optimizer has {groups}")  # fmt: skip
+    if (state["scheduler"] is None) != isinstance(trainer.lr_schedule, str):
+        raise ValueError(f"{path} was written {'without' if state['scheduler'] is None else 'with'} a scheduler "
+                         "object as lr_schedule; resume with the same kind of lr_schedule")  # fmt: skip
+    ranks = state.get("ranks", [state])
+    if len(ranks) != trainer.process.world_size:
+        raise ValueError(f"{path} was written by {len(ranks)} process(es); resume it with as many, "
+                         f"not {trainer.process.world_size}")  # fmt: skip
+
+
+def restore(trainer: AdversarialTrainerBase, state: dict[str, Any]) -> int:
+    """Put a checked state (:func:`check_fits`) into ``trainer``; return the epochs it completed."""
+    trainer.network.load_state_dict(state["model"])
+    trainer.optimizer.load_state_dict(state["optimizer"])
+    if state["scheduler"] is not None:
+        trainer.lr_schedule.load_state_dict(state["scheduler"])
+    trainer.step.scaler.load_state_dict(state["scaler"])
+    trainer._peak_lrs = state["peak_lrs"]
+    if trainer.process.distributed:
+        trainer.shuffle_generator.set_state(state["shuffle_generator"].cpu())
+    state = {**state, **state.get("ranks", [state])[trainer.process.rank]}
+    trainer.generator.set_state(state["generator"].cpu())
+    torch.set_rng_state(state["torch_rng"].cpu())
+    if state["cuda_rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
+    trainer.history = list(state["history"])
+    trainer._load_method_state(state["method_state"])
+    trainer.guards.load_state_dict(state["guards"])
+    return int(state["epoch"])

@@ -1,0 +1,96 @@
+"""
+The data path of the engine: minibatches on the classifier's device, shuffled with the trainer's seeded generator and
+cut into per-rank shards under ``torch.distributed``. A source yields :class:`Batch` objects; the epoch loop trains on
+them without knowing where they came from (the place where augmentation and streaming plug in).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+
+@dataclass
+class Batch:
+    """
+    One minibatch of this rank.
+
+    :param x: Clean inputs on the device.
+    :param y: Integer labels on the device.
+    :param loss_weight: Factor of this rank's update losses: its share of the global minibatch times the world size
+                        (1 in one process), so that DDP's gradient average is the gradient of the global minibatch's
+                        mean loss.
+    """
+
+    x: torch.Tensor
+    y: torch.Tensor
+    loss_weight: float = 1.0
+
+
+def shard(order: torch.Tensor, batch_size: int, rank: int, world_size: int) -> Iterator[tuple[torch.Tensor, float]]:
+    """
+    This rank's indices of each global minibatch (``batch_size`` per rank, ``world_size * batch_size`` in all), with
+    the step's loss weight: every index of ``order`` goes to exactly one rank once. A global minibatch is split as
+    evenly as possible; a last one smaller than the world size is merged into the one before, so every rank has
+    samples in every step.
+    """
+    global_size = batch_size * world_size
+    starts = list(range(0, len(order), global_size))
+    if len(starts) > 1 and len(order) - starts[-1] < world_size:
+        starts.pop()
+    for index, start in enumerate(starts):
+        end = starts[index + 1] if index + 1 < len(starts) else len(order)
+        pieces = torch.tensor_split(order[start:end], world_size)
+        yield pieces[rank], len(pieces[rank]) * world_size / (end - start)
+
+
+def steps_per_epoch(n: int, batch_size: int, world_size: int = 1) -> int:
+    """Number of steps of :func:`shard` over ``n`` samples."""
+    global_size = batch_size * world_size
+    steps = -(-n // global_size)
+    return steps - 1 if steps > 1 and n - (steps - 1) * global_size < world_size else steps
+
+
+class InMemorySource:
+    """
+    ``fit``'s data: the whole set moved to the device once, a fresh permutation each epoch from ``generator`` (the
+    same on every rank), each rank training on its shard of every global minibatch.
+    """
+
+    def __init__(
+        self, x: torch.Tensor, y: torch.Tensor, batch_size: int, generator: torch.Generator, rank: int, world_size: int
+    ) -> None:
+        self.x, self.y = x, y
+        self.batch_size, self.generator = batch_size, generator
+        self.rank, self.world_size = rank, world_size
+
+    def __len__(self) -> int:
+        return steps_per_epoch(len(self.x), self.batch_size, self.world_size)
+
+    def epoch(self) -> Iterator[Batch]:
+        """The minibatches of one epoch."""
+        order = torch.randperm(len(self.x), generator=self.generator, device=self.x.device)
+        for indices, loss_weight in shard(order, self.batch_size, self.rank, self.world_size):
+            yield Batch(self.x[indices], self.y[indices], loss_weight)
+
+
+class GeneratorSource:
+    """``fit_generator``'s data: ``len(self)`` batches drawn from an ART ``DataGenerator`` per epoch, each checked."""
+
+    def __init__(self, generator: Any, to_device: Callable[[Any], tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """
+        :param generator: An ``art.data_generators.DataGenerator``.
+        :param to_device: Checks one ``(x, y)`` batch and returns it as tensors on the device.
+        """
+        self.generator, self.to_device = generator, to_device
+
+    def __len__(self) -> int:
+        return max(1, -(-self.generator.size // self.generator.batch_size))
+
+    def epoch(self) -> Iterator[Batch]:
+        """The minibatches of one epoch."""
+        for _ in range(len(self)):
+            yield Batch(*self.to_device(self.generator.get_batch()))

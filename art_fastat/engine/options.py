@@ -1,0 +1,138 @@
+"""
+Pre-flight checks of the engine: every option and ``fit`` argument is checked before anything changes (weights,
+optimizer state, buffers, files, the caller's arrays), and each refusal names the argument and what was expected.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from art_fastat._classifier import clip_range
+from art_fastat._validation import check_choice, check_data, check_eps, check_non_negative_float, check_positive_int
+from art_fastat.engine.schedules import LR_SCHEDULES
+
+if TYPE_CHECKING:
+    from art_fastat.trainers.base import AdversarialTrainerBase
+
+logger = logging.getLogger(__name__)
+
+#: The keyword options every trainer takes (:class:`~art_fastat.trainers.base.AdversarialTrainerBase`).
+ENGINE_OPTIONS = (
+    "eps_warmup_epochs", "lr_schedule", "lr_schedule_interval", "use_amp", "amp_dtype", "seed", "validation_size",
+    "validation_pgd_steps", "checkpoint_dir", "resume", "overfitting_guard", "overfitting_check_size",
+    "early_stopping", "early_stopping_patience", "verbose",
+)  # fmt: skip
+
+
+def check_engine_options(classifier: Any, eps: Any, options: dict[str, Any]) -> dict[str, Any]:
+    """
+    :param classifier: The checked ``PyTorchClassifier``.
+    :param eps: The trainer's ``eps`` (None: no threat model, e.g. natural training).
+    :param options: Every name of :data:`ENGINE_OPTIONS` with the user's value.
+    :return: The checked values, with ``eps`` and a ``Path`` for ``checkpoint_dir``.
+    """
+    if classifier.optimizer is None:
+        raise ValueError("classifier must have an optimizer (PyTorchClassifier(..., optimizer=...)) to be trained")
+    if not isinstance(classifier.loss, nn.CrossEntropyLoss):
+        logger.warning("The classifier's loss is %s; art_fastat trains on the cross-entropy.", classifier.loss)
+    checked = dict(options, eps=None if eps is None else check_eps(eps, clip_range(classifier)))
+    checked["eps_warmup_epochs"] = check_non_negative_float(options["eps_warmup_epochs"], "eps_warmup_epochs")
+    schedule = options["lr_schedule"]
+    if isinstance(schedule, str):
+        check_choice(schedule, "lr_schedule", (*LR_SCHEDULES, "paper"))
+    elif not callable(getattr(schedule, "step", None)):
+        raise TypeError(f"lr_schedule must be a schedule name or an object with .step(), got {schedule!r}")
+    interval = check_choice(options["lr_schedule_interval"], "lr_schedule_interval", ("step", "epoch"))
+    checked.update(lr_schedule_interval=interval, use_amp=bool(options["use_amp"]))
+    if options["amp_dtype"] not in (None, torch.bfloat16, torch.float16):
+        raise ValueError(f"amp_dtype must be torch.bfloat16 or torch.float16, got {options['amp_dtype']}")
+    checked["amp_dtype"] = options["amp_dtype"] or torch.bfloat16
+    checked["seed"] = check_positive_int(options["seed"], "seed", minimum=0)
+    for name in ("validation_size", "validation_pgd_steps", "overfitting_check_size"):
+        checked[name] = check_positive_int(options[name], name)
+    checked["checkpoint_dir"] = None if options["checkpoint_dir"] is None else Path(options["checkpoint_dir"])
+    if options["resume"] and checked["checkpoint_dir"] is None:
+        raise ValueError("resume=True needs a checkpoint_dir to resume from")
+    checked["resume"] = bool(options["resume"])
+    guard = options["overfitting_guard"]
+    if guard is not None:
+        guard = check_non_negative_float(guard, "overfitting_guard")
+        if not 0 < guard < 1:
+            raise ValueError(f"overfitting_guard must be a fraction in (0, 1) or None, got {guard}")
+    checked["overfitting_guard"] = guard
+    checked["early_stopping"] = bool(options["early_stopping"])
+    patience = options["early_stopping_patience"]
+    checked["early_stopping_patience"] = (
+        None if patience is None else check_positive_int(patience, "early_stopping_patience")
+    )
+    if (guard is not None or checked["early_stopping"]) and not checked["eps"]:
+        raise ValueError("overfitting_guard and early_stopping watch a PGD accuracy: they need eps > 0")
+    checked["verbose"] = bool(options["verbose"])
+    return checked
+
+
+@dataclass
+class FitArguments:
+    """The checked arguments of one ``fit`` / ``fit_generator`` call."""
+
+    batch_size: int
+    nb_epochs: int
+    validation: tuple[torch.Tensor, torch.Tensor] | None
+    verbose: bool
+
+
+def check_fit_arguments(
+    trainer: AdversarialTrainerBase,
+    caller: str,
+    kwargs: dict[str, Any],
+    batch_size: Any,
+    nb_epochs: Any,
+    validation_data: Any,
+) -> FitArguments:
+    """
+    The arguments of ``fit`` / ``fit_generator`` beside the data, and what the trainer's options need from them.
+
+    :param caller: ``"fit"`` or ``"fit_generator"``, named in the messages.
+    :param kwargs: The call's extra keyword arguments (only ``verbose`` is accepted).
+    :return: The checked arguments; the validation subset is on the trainer's device.
+    """
+    verbose = bool(kwargs.pop("verbose", trainer.verbose))
+    if kwargs:
+        raise TypeError(f"{caller} got unexpected keyword arguments: {', '.join(sorted(kwargs))}")
+    batch_size = check_positive_int(batch_size, "batch_size")
+    nb_epochs = check_positive_int(nb_epochs, "nb_epochs")
+    validation = None
+    if validation_data is None:
+        if trainer.early_stopping:
+            raise ValueError(f"early_stopping=True needs validation_data=(x_val, y_val) in {caller}")
+    else:
+        if not isinstance(validation_data, tuple | list) or len(validation_data) != 2:
+            raise ValueError(f"validation_data of {caller} must be a tuple (x_val, y_val)")
+        x_val, y_val = check_data(*validation_data, trainer.classifier, "validation_data x", "validation_data y")
+        subset = slice(0, trainer.validation_size)
+        validation = tuple(torch.from_numpy(v[subset]).to(trainer.device) for v in (x_val, y_val))
+    if trainer.checkpoint_dir is not None:
+        check_checkpoint_dir(trainer.checkpoint_dir, trainer.rank)
+    return FitArguments(batch_size, nb_epochs, validation, verbose)
+
+
+def check_checkpoint_dir(directory: Path, rank: int = 0) -> None:
+    """
+    Refuse, before training, a checkpoint directory that cannot be created or written (e.g. a file, or read-only),
+    rather than after the first epoch. Creates the directory (as the first checkpoint would).
+    """
+    if directory.exists() and not directory.is_dir():
+        raise ValueError(f"checkpoint_dir {directory} is a file, not a directory")
+    probe = directory / f".write-test-{rank}"
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise ValueError(f"checkpoint_dir {directory} cannot be written: {error}") from error
