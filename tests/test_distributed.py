@@ -116,6 +116,15 @@ def test_uneven_data_l2l_keeps_one_rnn_and_every_sample(tmp_path):
     assert [len(step) for step in ranks[0]["seen"][:3]] == [16, 16, 17]
 
 
+def test_dat_wraps_once_and_ends_with_identical_weights_on_both_ranks(tmp_path):
+    n = 96
+    ranks = spawn(tmp_path, "dat", {"inner": "fast", "switch_epoch": 1}, n, 2)
+    for a, b in zip(ranks[0]["weights"], ranks[1]["weights"], strict=True):
+        assert np.array_equal(a, b)
+    assert [record["adversarial"] for record in ranks[0]["history"]] == [0, 1]
+    assert_every_sample_once_per_epoch(ranks, n, n // (BATCH * WORLD))
+
+
 def test_free_resumes_exactly_under_two_ranks(tmp_path):
     options, n, nb_epochs = {"replays": 2}, 64, 4  # 2 passes over the data; killed after the first
     resumed = spawn(tmp_path / "resumed", "free", options, n, nb_epochs, resume=True)

@@ -228,3 +228,26 @@ def test_gaat_and_dat_refuse_bad_arguments():
         AdversarialTrainerDAT(classifier, switch="loss")
     with pytest.raises(ValueError, match="hessian"):
         GAAT(classifier.model, hessian="exact")
+
+
+@pytest.mark.parametrize("inner", ["gaat", "pgd"])
+def test_dat_runs_the_inner_methods_passes_under_its_own_amp(digits, inner):
+    x, y, _, _ = digits
+    classifier = make_classifier()
+    autocast_per_pass = []
+
+    def record_autocast(module, inputs):
+        autocast_per_pass.append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")))
+
+    classifier.model.register_forward_pre_hook(record_autocast)
+    dat = AdversarialTrainerDAT(classifier, eps=EPS, inner=inner, inner_options={"steps": 2}, switch_epoch=1,
+                                use_amp=True, seed=0)  # fmt: skip
+    assert dat.inner.step is dat.step and dat.inner.process is dat.process  # one engine: one AMP setting, one DDP wrap
+    history = dat.fit(x[:128], y[:128], batch_size=64, nb_epochs=2)
+    assert [r["adversarial"] for r in history] == [0, 1]
+    assert len(autocast_per_pass) == 2 + 2 * (
+        1 + (2 if inner == "pgd" else 1)
+    )  # natural: 2 updates; then attack+update
+    assert all(enabled and dtype == torch.bfloat16 for enabled, dtype in autocast_per_pass)
+    with pytest.raises(ValueError, match="use_amp are DAT's own arguments"):
+        AdversarialTrainerDAT(make_classifier(), eps=EPS, inner="fast", inner_options={"use_amp": True})
