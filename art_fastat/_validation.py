@@ -16,17 +16,24 @@ import numpy as np
 CLIP_TOLERANCE = 1e-5
 
 
-def check_positive_int(value: Any, name: str, minimum: int = 1) -> int:
+#: The largest integer argument accepted: torch's int64 (seeds, sizes and counts beyond it overflow inside torch).
+MAX_INT = 2**63 - 1
+
+
+def check_positive_int(value: Any, name: str, minimum: int = 1, maximum: int = MAX_INT) -> int:
     """
     :param value: The user's value.
     :param name: The argument's name, for the message.
     :param minimum: Smallest accepted value.
+    :param maximum: Largest accepted value (default: what torch's int64 holds).
     :return: The value as an ``int``.
     """
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an integer >= {minimum}, got {value!r}")
     if value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
+    if value > maximum:
+        raise ValueError(f"{name} must be an integer <= {maximum}, got {value}")
     return int(value)
 
 
@@ -73,7 +80,7 @@ def check_inputs(x: Any, input_shape: tuple[int, ...], clip_values: Any, name: s
     :param input_shape: The classifier's ``input_shape``.
     :param clip_values: The classifier's ``(low, high)``; values outside them are refused.
     :param name: The argument's name, for the message.
-    :return: ``x`` as float32 (the caller's array itself if it already is float32; never modified).
+    :return: ``x`` as contiguous float32 (the caller's array itself if it already is one; never modified).
     """
     if not isinstance(x, np.ndarray):
         raise TypeError(f"{name} must be a numpy.ndarray of shape (n,) + {tuple(input_shape)}, got {type(x).__name__}")
@@ -83,7 +90,7 @@ def check_inputs(x: Any, input_shape: tuple[int, ...], clip_values: Any, name: s
         raise ValueError(f"{name} must have shape (n,) + {tuple(input_shape)}, got {x.shape}")
     if len(x) == 0:
         raise ValueError(f"{name} must hold at least one sample, got an empty array of shape {x.shape}")
-    x = x.astype(np.float32, copy=False)
+    x = np.ascontiguousarray(x, dtype=np.float32)  # torch needs positive strides (np.flip(x), x[::-1] have negative)
     if not np.isfinite(x).all():
         raise ValueError(f"{name} must be finite: it holds {int((~np.isfinite(x)).sum())} NaN or inf values")
     low, high = (np.asarray(v, dtype=np.float32) for v in clip_values)
@@ -118,6 +125,7 @@ def check_labels(y: Any, n: int, nb_classes: int, name: str = "y") -> np.ndarray
         labels = y.astype(np.int64)
     else:
         raise ValueError(f"{name} must have shape ({n},) or ({n}, {nb_classes}), got {y.shape}")
+    labels = np.ascontiguousarray(labels)
     if len(labels) != n:
         raise ValueError(f"{name} must label every input: expected {n} labels, got {len(labels)}")
     if len(labels) and (labels.min() < 0 or labels.max() >= nb_classes):
@@ -144,7 +152,9 @@ def _describe(value: np.ndarray) -> str:
 
 def check_attack_inputs(images: Any, labels: Any, device: Any) -> tuple[Any, Any]:
     """
-    The inputs of an attack's ``forward`` (torchattacks' convention: images in [0, 1]).
+    The inputs of an attack's ``forward`` (torchattacks' convention: images in [0, 1]). Values at most
+    :data:`CLIP_TOLERANCE` outside [0, 1] (e.g. the few ulps of torchattacks' own normalisation round trip) are clamped
+    into it; an empty batch is valid (the attack returns it unchanged).
 
     :param images: A float tensor ``(n, ...)`` with values in [0, 1].
     :param labels: An integer tensor ``(n,)``.
@@ -157,11 +167,13 @@ def check_attack_inputs(images: Any, labels: Any, device: Any) -> tuple[Any, Any
         raise TypeError(f"images must be a float tensor of shape (n, ...), got {type(images).__name__}")
     if not isinstance(labels, torch.Tensor) or labels.is_floating_point() or labels.shape != images.shape[:1]:
         raise ValueError(f"labels must be an integer tensor of shape ({len(images)},), got {labels!r:.80}")
+    if not len(images):
+        return images.detach().clone().to(device), labels.detach().clone().to(device)
     if not torch.isfinite(images).all():
         raise ValueError("images must be finite: they hold NaN or inf values")
-    if images.min() < 0 or images.max() > 1:
+    if images.min() < -CLIP_TOLERANCE or images.max() > 1 + CLIP_TOLERANCE:
         raise ValueError(
             f"images must lie in the range [0, 1] (torchattacks' convention), got {float(images.min()):g}.."
             f"{float(images.max()):g}"
         )
-    return images.clone().detach().to(device), labels.clone().detach().to(device)
+    return images.detach().clamp(0, 1).to(device), labels.detach().clone().to(device)

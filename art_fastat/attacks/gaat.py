@@ -1,5 +1,5 @@
 """
-GAAT's maximizer: PGD on the second-order Taylor model of the loss (paper 000, section 4, Algorithm 2).
+GAAT's maximizer: PGD on the second-order Taylor model of the loss (Gong 2023, section 4, Algorithm 2, https://arxiv.org/abs/2309.09464).
 
 The Jacobian ``J = grad_x l(x)`` (and, for the diagonal Hessian, Hutchinson probes) are computed once at the natural
 point; the ``T`` steps ``delta <- Pi(delta + alpha * sign(J + H delta))`` (eq. 6) then need no pass through the network.
@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torchattacks.attack import Attack
 
 from art_fastat._validation import check_attack_inputs, check_choice, check_non_negative_float, check_positive_int
+from art_fastat.attacks.base import CheckedAttack
 from art_fastat.perturbation import AttackSpace
 
 HESSIANS = ("gauss_newton", "diagonal")
@@ -146,8 +146,10 @@ def taylor_ascent(
     return TaylorAscent(delta.detach(), natural_loss, jacobian, curvature, descending)
 
 
-class GAAT(Attack):
+class GAAT(CheckedAttack):
     """
+    | Paper link: Gong, "Reducing Adversarial Training Cost with Gradient Approximation", https://arxiv.org/abs/2309.09464
+
     GAAT's Taylor-approximate PGD as a torchattacks attack (L-inf): one pass through the network at the natural point
     (plus Hutchinson probes for the diagonal Hessian), then ``steps`` updates with no further pass.
 
@@ -194,6 +196,8 @@ class GAAT(Attack):
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         images, labels = check_attack_inputs(images, labels, self.device)
+        if not len(images):
+            return images
         objective: Objective = cross_entropy
         if self.targeted:
             labels = self.get_target_label(images, labels)

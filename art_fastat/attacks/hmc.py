@@ -1,5 +1,6 @@
 """
-The contrastive Hamiltonian Monte Carlo sampler of ATCD (paper 004, section 5, Algorithm 1).
+The contrastive Hamiltonian Monte Carlo sampler of ATCD ("Adversarial Training using Contrastive Divergence",
+ICLR 2021 submission, section 5, Algorithm 1).
 
 The chain's position is the adversarial input ``theta = x + delta``, its momentum ``v`` has the input's shape and the
 kinetic energy is ``K(v) = |v|``. One *round* is ``K`` trajectory steps
@@ -20,9 +21,9 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torchattacks.attack import Attack
 
 from art_fastat._validation import check_attack_inputs, check_non_negative_float, check_positive_int
+from art_fastat.attacks.base import CheckedAttack
 from art_fastat.perturbation import AttackSpace, normalise_per_sample, uniform_start
 
 MOMENTUM_NORMALISATIONS = ("l1", "none")
@@ -146,8 +147,11 @@ def hmc_round(
     return proposal.select(accept, state), accept
 
 
-class HMC(Attack):
+class HMC(CheckedAttack):
     """
+    | Paper link: "Adversarial Training using Contrastive Divergence", ICLR 2021 submission (OpenReview),
+      https://openreview.net/group?id=ICLR.cc/2021/Conference
+
     ATCD's contrastive Hamiltonian sampler as a torchattacks attack (L-inf). Each of ``repeats`` rounds runs
     ``steps`` trajectory steps (one forward and backward pass each) and a Metropolis-Hastings test; the contrastive
     term compares with the prediction at the chain's state after the previous round (the first round uses plain CE).
@@ -204,6 +208,8 @@ class HMC(Attack):
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         images, labels = check_attack_inputs(images, labels, self.device)
+        if not len(images):
+            return images
         if self.targeted:
             labels = self.get_target_label(images, labels)
         if self.random_start:

@@ -1,5 +1,5 @@
 """
-A learned inner maximizer: a coordinate-wise LSTM proposes the attack's steps (paper 002, "Improved Adversarial
+A learned inner maximizer: a coordinate-wise LSTM proposes the attack's steps (Xiong & Hsieh 2020, "Improved Adversarial
 Training via Learned Optimizer"). The paper's method details did not survive; the architecture, its inputs and the
 first-order meta-gradient here are this project's choices (``shared/design/methods.md``).
 
@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchattacks.attack import Attack
 
 from art_fastat._validation import check_attack_inputs, check_non_negative_float, check_positive_int
+from art_fastat.attacks.base import CheckedAttack
 from art_fastat.losses import kl_divergence
 from art_fastat.perturbation import AttackSpace, normalise_per_sample
 
@@ -35,6 +35,8 @@ LSTMState = tuple[torch.Tensor, torch.Tensor]
 
 class RNNOptimizer(nn.Module):
     """
+    | Paper link: Xiong & Hsieh, "Improved Adversarial Training via Learned Optimizer" (ECCV 2020), https://arxiv.org/abs/2004.12227
+
     Coordinate-wise LSTM shared across all coordinates: each input coordinate is one sequence element with two
     features, its normalised gradient and its perturbation in units of eps; the output is the unbounded update ``u``
     (the caller bounds it with ``eps * tanh(u)``).
@@ -58,8 +60,8 @@ class RNNOptimizer(nn.Module):
         :return: ``(u, new state)``, ``u`` shaped like ``gradient``.
         """
         features = torch.stack([normalise_per_sample(gradient).reshape(-1), delta_over_eps.reshape(-1)], dim=1)
-        hidden, cell = self.cell(features, state)
-        return self.head(hidden).view_as(gradient), (hidden, cell)
+        hidden, cell = self.cell(features.to(self.head.weight.dtype), state)  # e.g. a float64 model, a float32 LSTM
+        return self.head(hidden).view_as(gradient).to(gradient.dtype), (hidden, cell)
 
 
 def cross_entropy_objective(logits: torch.Tensor, y: torch.Tensor, clean_logits: torch.Tensor | None) -> torch.Tensor:
@@ -140,8 +142,10 @@ def learned_ascent(
     return trajectory
 
 
-class L2L(Attack):
+class L2L(CheckedAttack):
     """
+    | Paper link: Xiong & Hsieh, "Improved Adversarial Training via Learned Optimizer" (ECCV 2020), https://arxiv.org/abs/2004.12227
+
     A trained :class:`RNNOptimizer` run for ``steps`` steps as a torchattacks attack (L-inf), e.g. the ``rnn`` of a
     :class:`~art_fastat.trainers.AdversarialTrainerL2L` reused against another model.
 
@@ -176,6 +180,8 @@ class L2L(Attack):
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         images, labels = check_attack_inputs(images, labels, self.device)
+        if not len(images):
+            return images
         trajectory = learned_ascent(AttackSpace(self.get_logits), images, labels, self.rnn, self.eps, self.steps,
                                     random_start=self.random_start, meta_graph=False)  # fmt: skip
         return (images + trajectory.deltas[-1]).detach()

@@ -164,6 +164,34 @@ def check_fits(trainer: AdversarialTrainerBase, state: dict[str, Any], path: Pat
     if len(ranks) != trainer.process.world_size:
         raise ValueError(f"{path} was written by {len(ranks)} process(es); resume it with as many, "
                          f"not {trainer.process.world_size}")  # fmt: skip
+    difference = _difference(ranks[trainer.process.rank]["method_state"], trainer._method_state(), "method_state")
+    if difference:
+        raise ValueError(f"{path} holds {trainer.method} state of another configuration: {difference}")
+
+
+def _difference(saved: Any, current: Any, where: str) -> str | None:
+    """
+    Where a saved method state cannot go into the current one: other keys, container lengths, tensor dtypes or
+    shapes (the first dimension may differ: it is batch-dependent, e.g. Free's buffer). Parts the current trainer has
+    not built yet (None, an empty optimizer state) take anything.
+    """
+    if current is None or (isinstance(current, dict | list) and not current):
+        return None
+    if isinstance(current, torch.Tensor):
+        if not isinstance(saved, torch.Tensor) or saved.dtype != current.dtype or saved.shape[1:] != current.shape[1:]:
+            described = f"{tuple(saved.shape)} {saved.dtype}" if isinstance(saved, torch.Tensor) else repr(saved)
+            return f"{where} is {described} there, {tuple(current.shape)} {current.dtype} here"
+        return None
+    if isinstance(current, dict):
+        if not isinstance(saved, dict) or set(saved) != set(current):
+            return f"{where} has keys {sorted(map(str, saved)) if isinstance(saved, dict) else saved!r} there, " \
+                   f"{sorted(map(str, current))} here"  # fmt: skip
+        return next((d for key in current if (d := _difference(saved[key], current[key], f"{where}.{key}"))), None)
+    if isinstance(current, list | tuple):
+        if not isinstance(saved, list | tuple) or len(saved) != len(current):
+            return f"{where} has another length there"
+        return next((d for i, c in enumerate(current) if (d := _difference(saved[i], c, f"{where}[{i}]"))), None)
+    return None
 
 
 def restore(trainer: AdversarialTrainerBase, state: dict[str, Any]) -> int:

@@ -6,10 +6,12 @@ optimizer state, buffers, files, the caller's arrays), and each refusal names th
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -136,3 +138,63 @@ def check_checkpoint_dir(directory: Path, rank: int = 0) -> None:
         probe.unlink()
     except OSError as error:
         raise ValueError(f"checkpoint_dir {directory} cannot be written: {error}") from error
+
+
+def check_network(trainer: AdversarialTrainerBase, x: np.ndarray) -> None:
+    """
+    One forward pass of one sample in eval mode, without gradients and unseen by the network's hooks (it is not a
+    training pass): refuses a network that cannot take the data (e.g. float64 parameters for float32 inputs) or whose
+    output is not ``nb_classes`` logits, before anything changes.
+
+    :param x: At least one checked input.
+    """
+    network, nb_classes = trainer.network, trainer.classifier.nb_classes
+    modules = list(network.modules())
+    saved = [(m, m.training, m._forward_hooks, m._forward_pre_hooks) for m in modules]
+    try:
+        for module in modules:
+            module.training, module._forward_hooks, module._forward_pre_hooks = False, OrderedDict(), OrderedDict()
+        with torch.no_grad():
+            logits = trainer.model(torch.from_numpy(x[:1]).to(trainer.device))
+    except RuntimeError as error:
+        dtypes = sorted({str(p.dtype) for p in network.parameters()})
+        raise ValueError(
+            f"classifier.model cannot take the data (float32 of shape {tuple(x.shape[1:])}; its parameters are "
+            f"{', '.join(dtypes)}): {error}"
+        ) from error
+    finally:
+        for module, training, hooks, pre_hooks in saved:
+            module.training, module._forward_hooks, module._forward_pre_hooks = training, hooks, pre_hooks
+    if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != (1, nb_classes):
+        shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise ValueError(f"classifier.model must return nb_classes={nb_classes} logits per sample, got {shape}")
+    if not logits.is_floating_point():
+        raise ValueError(f"classifier.model must return floating-point logits, got {logits.dtype}")
+
+
+def check_plan(trainer: AdversarialTrainerBase, data_epochs: int, steps_per_epoch: int) -> None:
+    """
+    Before training: refuse a learning-rate scheduler object that would run out of steps mid-run, and warn (WARNING)
+    when the eps warm-up is longer than the epochs it applies to, so eps never reaches the value asked for. A method
+    adds its own refusals in ``_adversarial_epochs`` (DAT: a switch after the last epoch).
+
+    :param data_epochs: Passes over the data this ``fit`` runs.
+    :param steps_per_epoch: Minibatches per pass.
+    """
+    adversarial_epochs = trainer._adversarial_epochs()
+    if trainer.eps and trainer.eps_warmup_epochs > adversarial_epochs:
+        logger.warning(
+            "%s: eps_warmup_epochs=%g is longer than the %g epoch(s) it applies to: eps only reaches %.4g of the "
+            "eps=%g asked for", trainer.method, trainer.eps_warmup_epochs, adversarial_epochs,
+            trainer.eps * adversarial_epochs / trainer.eps_warmup_epochs, trainer.eps,
+        )  # fmt: skip
+    total_steps = getattr(trainer.lr_schedule, "total_steps", None)
+    if isinstance(total_steps, int):
+        per_epoch = steps_per_epoch * trainer.updates_per_batch if trainer.lr_schedule_interval == "step" else 1
+        needed = data_epochs * per_epoch
+        if needed > total_steps:
+            raise ValueError(
+                f"lr_schedule {type(trainer.lr_schedule).__name__} has total_steps={total_steps}, fewer than the "
+                f"{needed} steps this fit takes ({data_epochs} epochs x {per_epoch}, lr_schedule_interval="
+                f"{trainer.lr_schedule_interval!r})"
+            )

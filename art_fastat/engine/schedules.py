@@ -23,7 +23,7 @@ def lr_multiplier(name: str, fraction: float) -> float:
         - ``triangle``: linear 0 -> peak at 2/5 of training -> 0 (locuslab/fast_adversarial MNIST, protocol P1);
         - ``cyclic``: linear 0 -> peak at 1/2 -> 0 (locuslab/fast_adversarial CIFAR-10, Fast and Free);
         - ``multistep``: x0.1 at 1/2 and again at 3/4 of training (Madry et al.; Rice et al. 2020);
-        - ``multistep_gaat``: x0.2 at 30%, 60% and 80% of training (paper 000: epochs 60, 120, 160 of 200);
+        - ``multistep_gaat``: x0.2 at 30%, 60% and 80% of training (GAAT's paper: epochs 60, 120, 160 of 200);
         - ``cosine``: half a cosine from peak to 0.
     :param fraction: Progress in [0, 1].
     :return: The multiplier of the peak learning rate.

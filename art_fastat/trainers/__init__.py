@@ -17,7 +17,8 @@ from art_fastat.trainers.pgd import AdversarialTrainerPGD
 
 def dat_gaat(classifier: Any, eps: float = 0.3, **kwargs: Any) -> AdversarialTrainerDAT:
     """
-    DAT+GAAT (paper 000, Table 4): natural epochs, then GAAT. GAAT's own arguments go in ``inner_options``.
+    DAT+GAAT (Gong 2023, Table 4, https://arxiv.org/abs/2309.09464): natural epochs, then
+    GAAT. GAAT's own arguments go in ``inner_options``.
 
     :param classifier: The ART ``PyTorchClassifier`` to train in place.
     :param eps: L-inf radius.

@@ -1,4 +1,4 @@
-"""ATCD: adversarial training with contrastive divergence (paper 004, section 5, Algorithm 1)."""
+"""ATCD: adversarial training using contrastive divergence (ICLR 2021 submission, section 5, Algorithm 1)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,9 @@ from art_fastat.trainers.base import AdversarialTrainerBase
 
 class AdversarialTrainerATCD(AdversarialTrainerBase):
     """
+    | Paper link: "Adversarial Training using Contrastive Divergence", ICLR 2021 submission (OpenReview),
+      https://openreview.net/group?id=ICLR.cc/2021/Conference
+
     Per minibatch a chain starts at ``theta_0 = x + v_0``, ``v_0 ~ U(-eps, eps)``; then ``repeats`` (T) times:
     ``trajectory_length`` (K) Hamiltonian steps on the contrastive objective, a per-sample Metropolis-Hastings test,
     and one optimizer step on ``CE(f(theta_K), y)`` at the accepted states; the chain continues from there (a
@@ -96,6 +99,11 @@ class AdversarialTrainerATCD(AdversarialTrainerBase):
     def replays(self) -> int:
         """T K: trajectory steps per minibatch, what ``nb_epochs`` counts."""
         return self.repeats * self.trajectory_length
+
+    @property
+    def updates_per_batch(self) -> int:
+        """T: an optimizer step per round."""
+        return self.repeats
 
     @property
     def passes_per_batch(self) -> float:

@@ -1,4 +1,4 @@
-"""ATLAS: adversarial training via local stability (paper 003; this project's reading, see the class docstring)."""
+"""ATLAS: Lu & Kumar, "Improving Local Effectiveness for Global Robust Training" (this project's reading)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ ADVERSARIES = ("fgsm", "pgd")
 
 class AdversarialTrainerATLAS(AdversarialTrainerBase):
     """
+    | Paper link: Lu & Kumar, "Improving Local Effectiveness for Global Robust Training", https://arxiv.org/abs/2110.14030
+
     Only the abstract and introduction of the ATLAS paper survive, so its loss here is **this project's reading** of
     the paper's description (``shared/design/methods.md``), not a transcription:
 

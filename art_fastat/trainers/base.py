@@ -35,7 +35,13 @@ from art_fastat.engine.distributed import ProcessSetup
 from art_fastat.engine.external import run_external_attack
 from art_fastat.engine.guards import Guards, load_snapshot, snapshot
 from art_fastat.engine.history import EpochTotals, format_record
-from art_fastat.engine.options import ENGINE_OPTIONS, check_engine_options, check_fit_arguments
+from art_fastat.engine.options import (
+    ENGINE_OPTIONS,
+    check_engine_options,
+    check_fit_arguments,
+    check_network,
+    check_plan,
+)
 from art_fastat.engine.schedules import lr_multiplier, warmed_up_eps
 from art_fastat.engine.step import Step
 from art_fastat.perturbation import AttackSpace, pgd
@@ -202,6 +208,16 @@ class AdversarialTrainerBase(Trainer, abc.ABC):
         """
         return 1
 
+    @property
+    def updates_per_batch(self) -> int:
+        """Optimizer steps per minibatch (Free: m; ATCD: T); a scheduler object with ``interval="step"`` counts them."""
+        return 1
+
+    def _adversarial_epochs(self) -> float:
+        """Epochs of this ``fit`` (in ``nb_epochs`` units) in which the eps warm-up applies; a method may refuse a plan
+        here."""
+        return float(self._nb_epochs)
+
     def _method_state(self) -> dict[str, Any]:
         """State a method keeps across batches, saved in checkpoints (tensors, numbers, strings, containers)."""
         return {}
@@ -309,11 +325,14 @@ class AdversarialTrainerBase(Trainer, abc.ABC):
         """
         arguments = check_fit_arguments(self, "fit", kwargs, batch_size, nb_epochs, validation_data)
         x, labels = check_data(x, y, self._classifier)
-        if len(x) < self.world_size:
-            raise ValueError(f"x must hold at least one sample per rank: {len(x)} < world size {self.world_size}")
+        smallest = self._smallest_batch
+        if len(x) < self.world_size * smallest:
+            raise ValueError(f"x must hold at least {smallest} sample(s) per rank{self._smallest_reason}: {len(x)} "
+                             f"samples for {self.world_size} process(es)")  # fmt: skip
+        check_network(self, x)
         x_all, y_all = torch.from_numpy(x).to(self.device), torch.from_numpy(labels).to(self.device)
         source = InMemorySource(x_all, y_all, arguments.batch_size, self.shuffle_generator, self.rank,
-                                self.world_size)  # fmt: skip
+                                self.world_size, smallest)  # fmt: skip
         check = (x_all[: self.overfitting_check_size], y_all[: self.overfitting_check_size])
         return self._train(source, arguments.nb_epochs, arguments.validation, arguments.verbose, check)
 
@@ -342,13 +361,27 @@ class AdversarialTrainerBase(Trainer, abc.ABC):
         if self.overfitting_guard is not None and validation_data is None:
             raise ValueError("overfitting_guard needs fit_generator(..., validation_data=(x_val, y_val)) to watch")
 
+        checked_network = []
+
         def to_device(batch: tuple[Any, Any]) -> tuple[torch.Tensor, torch.Tensor]:
             x, y = (b.detach().cpu().numpy() if isinstance(b, torch.Tensor) else b for b in batch)
             x, labels = check_data(x, y, self._classifier, "generator batch x", "generator batch y")
+            if not checked_network:  # the first batch, before anything is trained on it
+                check_network(self, x)
+                checked_network.append(True)
             return torch.from_numpy(x).to(self.device), torch.from_numpy(labels).to(self.device)
 
-        source = GeneratorSource(generator, to_device)
+        source = GeneratorSource(generator, to_device, self._smallest_batch)
         return self._train(source, arguments.nb_epochs, arguments.validation, arguments.verbose)
+
+    @property
+    def _smallest_batch(self) -> int:
+        """Fewest samples per rank in a minibatch: 2 with BatchNorm (train mode cannot normalise one sample)."""
+        return 2 if self.step.batch_norms else 1
+
+    @property
+    def _smallest_reason(self) -> str:
+        return " (the network has BatchNorm)" if self.step.batch_norms else ""
 
     def predict(self, x: np.ndarray, **kwargs: Any) -> np.ndarray:
         """
@@ -374,6 +407,7 @@ class AdversarialTrainerBase(Trainer, abc.ABC):
             logger.warning("%s: nb_epochs=%d is not a multiple of replays=%d; running %d passes over the data",
                            self.method, nb_epochs, self.replays, data_epochs)  # fmt: skip
         self._nb_epochs = data_epochs * self.replays
+        check_plan(self, data_epochs, len(source))
         self.best_epoch = None
         self.guards.reset()
         if not self._wrapped:

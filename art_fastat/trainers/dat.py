@@ -1,7 +1,8 @@
-"""DAT: delayed adversarial training (Gupta et al. 2020; paper 000, section 5.3 and Table 4)."""
+"""DAT: delayed adversarial training (Gupta et al. 2020; as combined with GAAT in Gong 2023, Table 4)."""
 
 from __future__ import annotations
 
+import logging
 import numbers
 from typing import Any, ClassVar
 
@@ -13,9 +14,15 @@ from art_fastat.engine.options import ENGINE_OPTIONS
 from art_fastat.engine.schedules import warmed_up_eps
 from art_fastat.trainers.base import AdversarialTrainerBase
 
+logger = logging.getLogger(__name__)
+
 
 class AdversarialTrainerDAT(AdversarialTrainerBase):
     """
+    | Paper link: Gupta et al., "Improving the affordability of robustness training for DNNs", https://arxiv.org/abs/2002.04237
+    | DAT+GAAT (Table 4): Gong, "Reducing Adversarial Training Cost with Gradient Approximation",
+      https://arxiv.org/abs/2309.09464
+
     Natural training first, then adversarial training with any inner method for the remaining epochs.
 
     ``inner`` is one of this package's trainers (an instance built on the same classifier, or a method name such as
@@ -118,6 +125,18 @@ class AdversarialTrainerDAT(AdversarialTrainerBase):
     def _latest_switch(self) -> int:
         setting = self.switch_epoch_setting
         return setting if isinstance(setting, int) else round(setting * self._nb_epochs)
+
+    def _adversarial_epochs(self) -> float:
+        """
+        The epochs after the (latest) switch. A switch at or after the last epoch makes the run natural training: it
+        is warned about (WARNING), not refused, since a first ``fit`` of the natural phase alone is a valid use.
+        """
+        latest, total = self._latest_switch(), self._nb_epochs
+        if latest >= total:
+            logger.warning("dat: switch_epoch=%s switches after epoch %d, at or after the last of the %d epochs: this "
+                           "fit trains naturally only%s", self.switch_epoch_setting, latest, total,
+                           " unless the natural loss plateaus earlier" if self.switch == "plateau" else "")  # fmt: skip
+        return float(max(total - latest, 0))
 
     def _begin_fit(self, x: torch.Tensor) -> None:
         self._switched_at = 0 if self._latest_switch() == 0 else None

@@ -1,4 +1,4 @@
-"""Fast: FGSM adversarial training with random start (Wong et al. 2020; paper 001, section 5)."""
+"""Fast: FGSM adversarial training with random start (Wong et al. 2020)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from art_fastat.trainers.pgd import AdversarialTrainerPGD
 
 class AdversarialTrainerFast(AdversarialTrainerPGD):
     """
+    | Paper link: Wong et al., "Fast is better than free: Revisiting adversarial training" (ICLR 2020), https://arxiv.org/abs/2001.03994
+
     One FGSM step of size ``alpha`` (default ``1.25 eps``) from ``delta_0 ~ U(-eps, eps)``, projected back into the
     eps-ball, then one optimizer step. Cost: 2 passes per batch. It is PGD with one step, so it shares PGD's code.
 

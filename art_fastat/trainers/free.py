@@ -1,4 +1,4 @@
-"""Free-m: adversarial training for free (Shafahi et al. 2019; paper 001, Algorithm 2)."""
+"""Free-m: adversarial training for free (Shafahi et al. 2019; Algorithm 2 of Capaldi & Capozzi, "Free vs Fast")."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from art_fastat.trainers.base import AdversarialTrainerBase
 
 class AdversarialTrainerFree(AdversarialTrainerBase):
     """
+    | Paper link: Shafahi et al., "Adversarial Training for Free!" (NeurIPS 2019), https://arxiv.org/abs/1904.12843
+
     Each minibatch is replayed ``replays`` (m) times; each replay is *one* pass whose backward gives both the weight
     gradient (an optimizer step) and the input gradient (``delta <- clip(delta + eps sign(g_adv), -eps, eps)``). The
     perturbation is one persistent batch-sized buffer, zero at the start of ``fit`` and never reset between
@@ -25,7 +27,8 @@ class AdversarialTrainerFree(AdversarialTrainerBase):
     - The buffer carries over from the previous minibatch and is projected onto the current minibatch's eps-ball and
       valid range before its first replay (so every input is valid and its gradient is not cut by a clamp); after
       each replay ``Pi`` keeps ``x + delta`` inside ``clip_values`` (as locuslab/fast_adversarial's Free does).
-    - A short last minibatch uses the buffer's first rows (the other rows are kept).
+    - A short last minibatch uses the buffer's first rows (the other rows are kept); a larger one (a last minibatch
+      merged into the one before, or a resume with a larger ``batch_size``) extends the buffer with zero rows.
     - The step is the current eps (``alpha = eps``, the paper's), scaled with the warm-up.
     - Cost: one pass per replay, ``m`` per minibatch; per pass the same as natural training plus the first layer's
       input gradient.
@@ -51,6 +54,11 @@ class AdversarialTrainerFree(AdversarialTrainerBase):
         return self.m
 
     @property
+    def updates_per_batch(self) -> int:
+        """m: an optimizer step per replay."""
+        return self.m
+
+    @property
     def passes_per_batch(self) -> float:
         """m: one pass per replay."""
         return float(self.m)
@@ -59,6 +67,8 @@ class AdversarialTrainerFree(AdversarialTrainerBase):
         self.delta = torch.zeros_like(x)
 
     def _train_batch(self, x: torch.Tensor, y: torch.Tensor, eps: float) -> None:
+        if len(x) > len(self.delta):
+            self.delta = torch.cat([self.delta, torch.zeros_like(x[len(self.delta) :])])
         rows, space = slice(0, len(x)), self.space
         delta = space.project(x, self.delta[rows], eps)
         for _ in range(self.m):

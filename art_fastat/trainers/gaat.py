@@ -1,4 +1,4 @@
-"""GAAT: adversarial training with gradient approximation (paper 000, section 4, Algorithm 2)."""
+"""GAAT: adversarial training with gradient approximation (Gong 2023, section 4, Algorithm 2)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from art_fastat.trainers.base import AdversarialTrainerBase
 
 class AdversarialTrainerGAAT(AdversarialTrainerBase):
     """
+    | Paper link: Gong, "Reducing Adversarial Training Cost with Gradient Approximation", https://arxiv.org/abs/2309.09464
+
     Per batch: ``J = grad_x l(x)`` once at the natural point, ``steps`` Taylor steps
     ``delta <- Pi(delta + alpha sign(J + H delta))`` with no further pass through the network (eq. 6), then one
     optimizer step on ``CE(f(x + delta), y)``. See :func:`art_fastat.attacks.gaat.taylor_ascent` for the two Hessians.

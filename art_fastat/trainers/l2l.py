@@ -1,4 +1,4 @@
-"""L2L-RNN: adversarial training with a learned RNN maximizer (paper 002; this project's reading, see the class)."""
+"""L2L-RNN: adversarial training with a learned RNN maximizer (Xiong & Hsieh 2020; this project's reading)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ OBJECTIVES = {"ce": cross_entropy_objective, "trades": trades_objective}
 
 class AdversarialTrainerL2L(AdversarialTrainerBase):
     """
+    | Paper link: Xiong & Hsieh, "Improved Adversarial Training via Learned Optimizer" (ECCV 2020), https://arxiv.org/abs/2004.12227
+
     The classifier and a coordinate-wise LSTM maximizer (:class:`~art_fastat.attacks.RNNOptimizer`) are trained
     jointly, per minibatch: the LSTM proposes ``steps`` (T) attack steps ``delta <- Pi(delta + eps tanh(u))``; the
     classifier takes one optimizer step at ``x + delta_T`` (``delta_T`` detached); the LSTM takes one Adam ascent step

@@ -1,4 +1,4 @@
-"""RAT: regular PGD adversarial training (Madry et al. 2018; paper 000, Algorithm 1), the reference of every ratio."""
+"""RAT: regular PGD adversarial training (Madry et al. 2018; GAAT paper's Algorithm 1), the reference of every ratio."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from art_fastat.trainers.base import AdversarialTrainerBase
 
 class AdversarialTrainerPGD(AdversarialTrainerBase):
     """
+    | Paper link: Madry et al., "Towards Deep Learning Models Resistant to Adversarial Attacks" (ICLR 2018), https://arxiv.org/abs/1706.06083
+
     PGD adversarial training: ``delta_0 ~ U(-eps, eps)``, ``steps`` times ``delta <- Pi(delta + alpha sign(grad))``,
     then one optimizer step on ``CE(f(x + delta), y)``. Cost: ``steps + 1`` passes per batch.
 
