@@ -88,6 +88,32 @@ def read_model_state(path: str | os.PathLike, map_location: Any = "cpu") -> dict
     return torch.load(path, map_location=map_location, weights_only=True)
 
 
+def save(trainer: AdversarialTrainerBase, epochs_done: int) -> None:
+    """Write the trainer's checkpoint after ``epochs_done`` epochs (rank 0 writes; every rank takes part)."""
+    state = capture(trainer, epochs_done)
+    if trainer.process.rank == 0:
+        write_checkpoint(state, trainer.checkpoint_path)
+    trainer.process.barrier()
+
+
+def resume(trainer: AdversarialTrainerBase) -> int:
+    """
+    Load the trainer's verified checkpoint, if there is one, after comparing all of it with the trainer's setup
+    (:func:`check_fits`): nothing changes unless all of it fits.
+
+    :return: The epochs it completed (0 without a checkpoint).
+    """
+    path = trainer.checkpoint_path
+    if not path.exists():
+        logger.info("resume=True but %s does not exist: starting from scratch", path)
+        return 0
+    state = read_checkpoint(path, trainer.device)
+    check_fits(trainer, state, path)
+    epochs = restore(trainer, state)
+    logger.info("%s: resumed from %s after epoch %d", trainer.method, path, epochs)
+    return epochs
+
+
 def capture(trainer: AdversarialTrainerBase, epochs_done: int) -> dict[str, Any]:
     """
     Everything ``trainer`` needs to continue after ``epochs_done`` epochs exactly as if it had not stopped. Under

@@ -11,18 +11,15 @@ update), the history, the guards, checkpoints and the process setup. A method su
 
 from __future__ import annotations
 
-import abc
-import contextlib
 import functools
 import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from art.defences.trainer import Trainer
 from tqdm.auto import tqdm
 
@@ -32,7 +29,6 @@ from art_fastat._validation import check_data
 from art_fastat.engine import checkpoints
 from art_fastat.engine.data import GeneratorSource, InMemorySource
 from art_fastat.engine.distributed import ProcessSetup
-from art_fastat.engine.external import run_external_attack
 from art_fastat.engine.guards import Guards, load_snapshot, snapshot
 from art_fastat.engine.history import EpochTotals, format_record
 from art_fastat.engine.options import (
@@ -44,7 +40,7 @@ from art_fastat.engine.options import (
 )
 from art_fastat.engine.schedules import lr_multiplier, warmed_up_eps
 from art_fastat.engine.step import Step
-from art_fastat.perturbation import AttackSpace, pgd
+from art_fastat.trainers.method import TrainingMethod
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +48,7 @@ logger = logging.getLogger(__name__)
 OVERFITTING_CHECK_STEPS = 5
 
 
-class AdversarialTrainerBase(Trainer, abc.ABC):
+class AdversarialTrainerBase(TrainingMethod, Trainer):
     """
     Base class of every art_fastat trainer (the engine). Subclasses implement :meth:`_train_batch` only.
 
@@ -72,14 +68,9 @@ class AdversarialTrainerBase(Trainer, abc.ABC):
       classifier was built with.
     - ``fit`` and ``fit_generator`` return the per-epoch history (a list of dicts, also ``trainer.history``), where
       ART's trainers return None.
-    """
 
-    #: Short name used by the CLI, the history and checkpoints.
-    method: ClassVar[str] = "base"
-    #: Mode of the network during the built-in attack passes: "train" or "eval" (see the class docstring).
-    attack_mode: ClassVar[str] = "train"
-    #: The schedule ``lr_schedule="paper"`` selects.
-    paper_lr_schedule: ClassVar[str] = "constant"
+    What a method implements, and the helpers it uses, are in :class:`~art_fastat.trainers.method.TrainingMethod`.
+    """
 
     def __init__(
         self,
@@ -181,124 +172,6 @@ class AdversarialTrainerBase(Trainer, abc.ABC):
         self._peak_lrs: list[float] | None = None
         self._progress = 0.0
         self._nb_epochs = 1
-
-    # ------------------------------------------------------------------ what a method provides
-
-    @abc.abstractmethod
-    def _train_batch(self, x: torch.Tensor, y: torch.Tensor, eps: float) -> None:
-        """
-        Train on one minibatch: build the adversarial input and call :meth:`_update` (or :meth:`_optimize`).
-
-        :param x: Clean inputs on the classifier's device.
-        :param y: Integer labels.
-        :param eps: The radius to use now (the warm-up schedule applied to ``self.eps``).
-        """
-
-    @property
-    def passes_per_batch(self) -> float:
-        """Forward+backward passes per minibatch that the method's algorithm implies (cost accounting)."""
-        return 1.0
-
-    @property
-    def replays(self) -> int:
-        """
-        What one minibatch counts for in ``nb_epochs`` (Free: its ``m`` replays; ATCD: its ``T K`` trajectory steps).
-        For a replaying method ``fit`` runs ``ceil(nb_epochs / replays)`` passes over the data, and schedules and
-        warm-up progress in these units.
-        """
-        return 1
-
-    @property
-    def updates_per_batch(self) -> int:
-        """Optimizer steps per minibatch (Free: m; ATCD: T); a scheduler object with ``interval="step"`` counts them."""
-        return 1
-
-    def _adversarial_epochs(self) -> float:
-        """Epochs of this ``fit`` (in ``nb_epochs`` units) in which the eps warm-up applies; a method may refuse a plan
-        here."""
-        return float(self._nb_epochs)
-
-    def _method_state(self) -> dict[str, Any]:
-        """State a method keeps across batches, saved in checkpoints (tensors, numbers, strings, containers)."""
-        return {}
-
-    def _load_method_state(self, state: dict[str, Any]) -> None:
-        """Restore what :meth:`_method_state` returned."""
-
-    def _end_epoch(self, record: dict[str, Any]) -> None:
-        """Called after every epoch with its history record, which a method may extend."""
-
-    def _begin_fit(self, x: torch.Tensor) -> None:
-        """Called once per fresh (not resumed) ``fit`` with its first batch, before training on it (e.g. to size a
-        buffer)."""
-
-    # ------------------------------------------------------------------ helpers for methods
-
-    @property
-    def space(self) -> AttackSpace:
-        """What the attack functions need: the forward pass, ``clip_values``, the generator and the fp16 loss scale."""
-        return AttackSpace(self.step.forward, self.low, self.high, self.generator, self.step.loss_scale)
-
-    def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits of input-space images, with preprocessing and mixed precision applied."""
-        return self.step.forward(x)
-
-    def _attack_context(self) -> contextlib.AbstractContextManager:
-        """The network in the mode of the attack passes (see ``attack_mode``) for the block."""
-        return self.step.attack(self.attack_mode)
-
-    def _step_size(self, alpha: float, eps: float) -> float:
-        """A step size given for the full eps, scaled with the warm-up (alpha * eps_now / eps)."""
-        return alpha * eps / self.eps if self.eps else alpha
-
-    def _pgd(self, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: float, steps: int, random_start: bool) -> Any:
-        """PGD of :func:`art_fastat.perturbation.pgd` in this trainer's attack space and attack mode."""
-        with self._attack_context():
-            return pgd(self.space, x, y, eps, alpha, steps, random_start)
-
-    def _run_attack(self, attack: Any, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """The perturbation a plugged-in torchattacks attack (checked at construction) finds for input-space ``x``."""
-        return run_external_attack(attack, self.network, self.model, x, y)
-
-    def _update(self, x_input: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """
-        One weight update on ``CE(f(x_input), y)``. If ``x_input`` depends on a leaf that requires grad (Free's
-        persistent delta), that leaf's ``.grad`` is filled by the same backward pass.
-
-        :return: The logits of the update's forward pass (detached).
-        """
-        logits = self._forward(x_input)
-        self._optimize(F.cross_entropy(logits.float(), y), logits, y)
-        return logits.detach()
-
-    def _optimize(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
-        """
-        Backward on ``loss``, an optimizer step and the per-step schedule; records loss and accuracy for the history.
-
-        :param loss: Batch-mean training loss, built in train mode.
-        :param logits: Logits whose accuracy is reported (those of the adversarial inputs).
-        :param y: Labels.
-        """
-        self.step.optimize(loss)
-        if not isinstance(self.lr_schedule, str) and self.lr_schedule_interval == "step":
-            self.lr_schedule.step()
-        n = len(y)
-        self._record("loss", loss.detach() * n, n)
-        self._record("accuracy", (logits.detach().argmax(1) == y).sum(), n)
-
-    def _record(self, name: str, total: torch.Tensor | float, weight: float) -> None:
-        """Add ``total`` (a sum over ``weight`` samples) to the epoch mean reported as ``name`` in the history."""
-        self.totals.record(name, total, weight)
-
-    def join(self, host: AdversarialTrainerBase) -> None:
-        """
-        Run as a phase of ``host`` (DAT's adversarial phase): share its step (forward, mixed precision, update, loss
-        weight), its records, its random stream and its process setup (one DDP wrap). ``host`` then calls this
-        trainer's :meth:`_train_batch` with its own warm-up eps; its schedules, guards and checkpoints govern both.
-        """
-        if host.classifier is not self.classifier:
-            raise ValueError("inner must be a trainer built on the same classifier as the DAT trainer")
-        self.step, self.totals, self.generator, self.process = host.step, host.totals, host.generator, host.process
 
     # ------------------------------------------------------------------ fit
 
@@ -413,7 +286,7 @@ class AdversarialTrainerBase(Trainer, abc.ABC):
         if not self._wrapped:
             self.step.model = self.process.wrap(self.network, self.step.model, self.device)
             self._wrapped = True
-        start_epoch = self._resume() if self.resume else 0
+        start_epoch = checkpoints.resume(self) if self.resume else 0
         starting = start_epoch == 0
         if starting:
             self.history = []
@@ -456,7 +329,7 @@ class AdversarialTrainerBase(Trainer, abc.ABC):
             if self.rank == 0:
                 logger.info("%s epoch %d/%d: %s", self.method, epoch + 1, data_epochs, format_record(record))
             if self.checkpoint_dir is not None:
-                self._save_checkpoint(epoch + 1)
+                checkpoints.save(self, epoch + 1)
             if self.stop_reason is not None:
                 break
         progress_bar.close()
@@ -519,21 +392,3 @@ class AdversarialTrainerBase(Trainer, abc.ABC):
     def checkpoint_path(self) -> Path | None:
         """Where the checkpoint is written, if ``checkpoint_dir`` was given."""
         return None if self.checkpoint_dir is None else self.checkpoint_dir / checkpoints.FILE_NAME
-
-    def _save_checkpoint(self, epochs_done: int) -> None:
-        state = checkpoints.capture(self, epochs_done)
-        if self.rank == 0:
-            checkpoints.write_checkpoint(state, self.checkpoint_path)
-        self.process.barrier()
-
-    def _resume(self) -> int:
-        """Load the verified checkpoint, if any, after comparing all of it with this setup; return its epochs."""
-        path = self.checkpoint_path
-        if not path.exists():
-            logger.info("resume=True but %s does not exist: starting from scratch", path)
-            return 0
-        state = checkpoints.read_checkpoint(path, self.device)
-        checkpoints.check_fits(self, state, path)
-        epochs = checkpoints.restore(self, state)
-        logger.info("%s: resumed from %s after epoch %d", self.method, path, epochs)
-        return epochs
