@@ -32,9 +32,9 @@ from tqdm.auto import tqdm
 from art_fastat._classifier import clip_bounds, input_space_model
 from art_fastat._validation import check_choice, check_positive_int
 from art_fastat.evaluation import ATTACKS, evaluate, leaderboard_accuracies
+from art_fastat.evaluation.validation import VALIDATION_PGD_STEPS, VALIDATION_SIZE, validation_metrics
 from art_fastat.protocols import Protocol, get_protocol
 from art_fastat.trainers import TRAINERS
-from art_fastat.trainers.base import VALIDATION_PGD_STEPS, VALIDATION_SIZE, validation_metrics
 from art_fastat.trainers.schedules import lr_multiplier, warmed_up_eps
 
 logger = logging.getLogger(__name__)

@@ -14,7 +14,8 @@ The package: :func:`evaluate` (here) checks its arguments (:mod:`~art_fastat.eva
 requested attack through its runner in the registry :data:`~art_fastat.evaluation.runners.RUNNERS`, one module per
 attack (:mod:`~art_fastat.evaluation.pgd`, :mod:`~art_fastat.evaluation.cw`,
 :mod:`~art_fastat.evaluation.autoattack`, imported on first use); :mod:`~art_fastat.evaluation.report` holds
-:class:`RobustnessReport` and its sanity checks.
+:class:`RobustnessReport` and its sanity checks, and :mod:`~art_fastat.evaluation.validation` the per-epoch validation
+the training engine and the bench share (it imports only torch).
 """
 
 from __future__ import annotations

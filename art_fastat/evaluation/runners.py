@@ -6,8 +6,8 @@ arguments, seeds numpy and torch, calls the runner of every requested attack in 
 results. Adding an attack is one module with a ``run`` and one entry in :data:`RUNNERS` (plus its options in
 :func:`evaluate`'s signature and in :mod:`art_fastat.evaluation.arguments`, if it takes any).
 
-Runner modules are imported on first use: they import ART's attacks or ``pyautoattack``, which importing the package
-must not pay for.
+Runner modules are imported on first use: they import ART's attacks or ``pyautoattack``, which this module, and the
+training engine that imports :mod:`art_fastat.evaluation.validation`, must not pay for.
 """
 
 from __future__ import annotations

@@ -38,14 +38,13 @@ from art_fastat._validation import (
     check_non_negative_float,
     check_positive_int,
 )
-from art_fastat.perturbation import Bound, Forward, pgd
+from art_fastat.evaluation.validation import VALIDATION_PGD_STEPS, VALIDATION_SIZE, validation_metrics
+from art_fastat.perturbation import pgd
 from art_fastat.trainers.schedules import LR_SCHEDULES, lr_multiplier, warmed_up_eps
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "art_fastat.checkpoint/2"
-#: Default per-epoch validation: samples and PGD steps (step eps/4, random start).
-VALIDATION_SIZE, VALIDATION_PGD_STEPS = 512, 10
 #: PGD steps of the catastrophic-overfitting guard's own check (Wong et al. 2020's check: PGD-5 on a training batch).
 OVERFITTING_CHECK_STEPS = 5
 #: First bytes of a checkpoint file, before the payload's SHA-256 digest.
@@ -806,29 +805,6 @@ def _clone(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return type(value)(_clone(item) for item in value)
     return value
-
-
-@torch.no_grad()
-def validation_metrics(
-    forward: Forward, x: torch.Tensor, y: torch.Tensor, eps: float, pgd_steps: int, low: Bound, high: Bound, seed: int
-) -> dict[str, float]:
-    """
-    The per-epoch validation of every trainer (and of the benchmark's ART anchors): clean accuracy and the accuracy
-    under PGD with ``pgd_steps`` steps of eps/4 from a random start, the start drawn from a generator seeded with
-    ``seed`` so every epoch and every method meets the same attack. The caller sets the model's mode.
-
-    :return: ``val_accuracy``, ``val_pgd_accuracy`` (only if ``eps`` > 0) and ``val_seconds``.
-    """
-    started = time.perf_counter()
-    result = {"val_accuracy": float((forward(x).argmax(1) == y).float().mean())}
-    if eps:
-        generator = torch.Generator(device=x.device)
-        generator.manual_seed(seed)
-        with torch.enable_grad():
-            delta = pgd(forward, x, y, eps, eps / 4, pgd_steps, low, high, True, generator)
-        result["val_pgd_accuracy"] = float((forward(x + delta).argmax(1) == y).float().mean())
-    result["val_seconds"] = time.perf_counter() - started
-    return result
 
 
 def _format(record: dict[str, float]) -> str:
