@@ -6,7 +6,9 @@ accuracy (``curves.png``).
 
 Every method runs with the protocol's model, optimizer, batch size, epochs, learning-rate schedule and eps warm-up
 (``shared/design/protocol.md``); its own arguments are the defaults of its trainer. ART's ``AdversarialTrainerMadryPGD``
-and ``AdversarialTrainerFBFPyTorch`` run beside them as external anchors (see :class:`ARTAnchor`).
+and ``AdversarialTrainerFBFPyTorch`` run beside them as external anchors (see :class:`~art_fastat.anchors.ARTAnchor`).
+Each method is trained, saved and evaluated by :func:`art_fastat.runs.run_method`, as ``art-fastat train`` does, in
+``DIR/<method>`` (``model.pt``, ``config.json``, ``history.json``, ``report.json``, ``report.md``).
 
 Resumable: each method's result is written to ``DIR/<method>/result.json`` when it is finished, and a re-run skips
 the methods that have one; a method interrupted mid-training continues from its engine checkpoint
@@ -20,27 +22,20 @@ import json
 import logging
 import math
 import os
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
 from tqdm.auto import tqdm
 
-from art_fastat._classifier import clip_bounds, input_space_model
-from art_fastat._tmp_validation import VALIDATION_PGD_STEPS, VALIDATION_SIZE, validation_metrics
 from art_fastat._validation import check_choice, check_positive_int
-from art_fastat.engine.schedules import lr_multiplier, warmed_up_eps
-from art_fastat.evaluation import ATTACKS, evaluate, leaderboard_accuracies
+from art_fastat.anchors import ANCHORS
+from art_fastat.evaluation import ATTACKS, leaderboard_accuracies
 from art_fastat.protocols import Protocol, get_protocol
+from art_fastat.runs import Data, run_method
 from art_fastat.trainers import TRAINERS
 
 logger = logging.getLogger(__name__)
-
-#: ART's own trainers, run as anchors: name -> (label, passes per batch).
-ANCHORS: dict[str, tuple[str, float]] = {"art-madry": ("ART MadryPGD (PGD-10)", 11.0), "art-fbf": ("ART FBF", 2.0)}
 
 #: Every method the bench knows, in the leaderboard's default order.
 METHODS: tuple[str, ...] = (*TRAINERS, *ANCHORS)
@@ -67,117 +62,39 @@ COLUMNS = ("rank", "method", "clean", "autoattack", "pgd", "cw", "worst_case", "
            "vs_natural", "passes_per_batch", "epochs")  # fmt: skip
 
 
-class ARTAnchor:
+def bench_method(
+    method: str,
+    *,
+    protocol: Protocol,
+    data: Data,
+    out: Path,
+    device: str | None,
+    seed: int,
+    n_eval: int | None,
+    attacks: Sequence[str],
+    epochs: int | None,
+    verbose: bool,
+) -> dict[str, Any]:
     """
-    ART's ``AdversarialTrainerMadryPGD`` (PGD-10, step eps/4) or ``AdversarialTrainerFBFPyTorch`` run through ART's
-    public API one epoch at a time, so that the bench records their time and validation accuracy per epoch as it does
-    for our trainers.
+    Train, save and evaluate one method under ``protocol`` with :func:`~art_fastat.runs.run_method`, in
+    ``out/<method>``.
 
-    ART's trainers take no learning-rate or eps schedule. For MadryPGD this class sets, before each epoch, the
-    optimizer's learning rate and the attack's eps to the protocol's schedule at the epoch's middle (the protocol's
-    per-iteration schedules at epoch granularity; without the eps warm-up PGD-AT collapses on P1). FBF sets its own
-    learning rate on every batch (ART's CIFAR-10 cycle to 0.21), which this class leaves as ART runs it. Training
-    loss is not reported by ART's trainers, so the anchors have no loss curve.
-
-    :param classifier: The ART ``PyTorchClassifier`` to train in place.
-    :param eps: L-inf radius.
-    :param kind: ``"art-madry"`` or ``"art-fbf"``.
-    :param protocol: The protocol whose schedules apply.
-    :param seed: Seed of numpy's and torch's global random state, which ART's trainers draw from.
+    :return: The method's result (its ``result.json``): label, training seconds, passes per batch, history and the
+             evaluation report.
     """
-
-    def __init__(self, classifier: Any, eps: float, kind: str, protocol: Protocol, seed: int = 0) -> None:
-        self.classifier = classifier
-        self.eps = eps
-        self.kind = check_choice(kind, "kind", tuple(ANCHORS))
-        self.protocol = protocol
-        self.seed = seed
-        self.passes_per_batch = ANCHORS[kind][1]
-        self.history: list[dict[str, float]] = []
-
-    def fit(
-        self,
-        x: np.ndarray,
-        y: np.ndarray,
-        validation_data: tuple[np.ndarray, np.ndarray],
-        batch_size: int,
-        nb_epochs: int,
-        validation_size: int = VALIDATION_SIZE,
-    ) -> list[dict[str, float]]:
-        """
-        :param x: Training inputs.
-        :param y: Integer training labels.
-        :param validation_data: ``(x, y)`` of which the first ``validation_size`` are validated each epoch.
-        :param batch_size: Minibatch size.
-        :param nb_epochs: Epochs.
-        :param validation_size: Validation samples per epoch.
-        :return: The per-epoch history.
-        """
-        from art.defences.trainer import AdversarialTrainerFBFPyTorch, AdversarialTrainerMadryPGD
-
-        one_hot = np.eye(self.classifier.nb_classes, dtype=np.float32)[y]  # ART's adversarial trainers want one-hot
-        device = self.classifier.device
-        x_val = torch.from_numpy(validation_data[0][:validation_size]).to(device)
-        y_val = torch.from_numpy(validation_data[1][:validation_size]).to(device)
-        low, high = clip_bounds(self.classifier, device)
-        model = input_space_model(self.classifier)
-        peak_lrs = [group["lr"] for group in self.classifier.optimizer.param_groups]
-        np.random.seed(self.seed)
-        torch.manual_seed(self.seed)
-        for epoch in range(nb_epochs):
-            middle = epoch + 0.5
-            started = time.perf_counter()
-            if self.kind == "art-madry":
-                eps = warmed_up_eps(self.eps, middle, self.protocol.eps_warmup_epochs)
-                for group, peak in zip(self.classifier.optimizer.param_groups, peak_lrs, strict=True):
-                    group["lr"] = peak * lr_multiplier(self.protocol.lr_schedule, middle / nb_epochs)
-                trainer = AdversarialTrainerMadryPGD(self.classifier, nb_epochs=1, batch_size=batch_size, eps=eps,
-                                                     eps_step=eps / 4, max_iter=10)  # fmt: skip
-                trainer.attack.set_params(verbose=False)
-                trainer.fit(x, one_hot)
-            else:
-                AdversarialTrainerFBFPyTorch(self.classifier, eps=self.eps).fit(
-                    x, one_hot, batch_size=batch_size, nb_epochs=1
-                )
-            record = {"epoch": epoch + 1, "seconds": time.perf_counter() - started}
-            model.eval()  # ART's next epoch puts it back in train mode
-            record.update(validation_metrics(model, x_val, y_val, self.eps, VALIDATION_PGD_STEPS, low, high,
-                                             self.seed + 1))  # fmt: skip
-            self.history.append(record)
-        return self.history
-
-
-def run_method(
-    method: str, protocol: Protocol, data: tuple, out: Path, device: str | None, seed: int, n_eval: int | None,
-    attacks: Sequence[str], epochs: int | None, verbose: bool,
-) -> dict[str, Any]:  # fmt: skip
-    """
-    Train one method under ``protocol`` and evaluate it.
-
-    :return: The method's result: label, training seconds, passes per batch, history and the evaluation report.
-    """
-    x_train, y_train, x_test, y_test = data
-    classifier = protocol.make_classifier(device, seed)
-    nb_epochs = epochs or protocol.nb_epochs
-    if method in ANCHORS:
-        trainer: Any = ARTAnchor(classifier, protocol.eps, method, protocol, seed)
-    else:
-        trainer = TRAINERS[method](classifier, eps=protocol.eps, seed=seed, checkpoint_dir=out / method / "checkpoint",
-                                   resume=True, verbose=verbose, **protocol.trainer_options())  # fmt: skip
-    history = trainer.fit(x_train, y_train, validation_data=(x_test, y_test), batch_size=protocol.batch_size,
-                          nb_epochs=nb_epochs)  # fmt: skip
-    x_eval, y_eval = (x_test, y_test) if n_eval is None else (x_test[:n_eval], y_test[:n_eval])
-    report = evaluate(classifier, x_eval, y_eval, protocol.eps, attacks=tuple(attacks), seed=seed,
-                      **protocol.evaluation_options())  # fmt: skip
+    run = run_method(method, protocol=protocol, data=data, out=out / method, device=device, seed=seed,
+                     epochs=epochs, resume=True, attacks=attacks, n_eval=n_eval, verbose=verbose)  # fmt: skip
+    if run.report is None:
+        raise RuntimeError("the bench runs in one process: ranks other than 0 of a process group evaluate nothing")
     return {
         "method": method,
         "label": LABELS.get(method, method),
         "protocol": protocol.name,
-        "training_seconds": float(sum(record["seconds"] for record in history)),
-        "passes_per_batch": float(trainer.passes_per_batch),
-        "epochs": len(history),
-        "history": history,
-        "report": report.to_dict(),
+        "training_seconds": float(run.training_seconds),
+        "passes_per_batch": float(run.passes_per_batch),
+        "epochs": len(run.history),
+        "history": run.history,
+        "report": run.report.to_dict(),
     }
 
 
@@ -187,7 +104,7 @@ def leaderboard(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     Accuracies in percent; ``vs_rat`` / ``vs_natural`` are training-time ratios to RAT (PGD-10) and to natural
     training of the same run (None when that method was not run).
 
-    :param results: Results of :func:`run_method`.
+    :param results: Results of :func:`bench_method`.
     :return: The rows.
     """
     seconds = {result["method"]: result["training_seconds"] for result in results}
@@ -376,7 +293,8 @@ def bench(
             logger.info("%s: finished in an earlier run, read from %s", method, result_path)
             results.append(json.loads(result_path.read_text()))
             continue
-        result = run_method(method, settings, data, out, device, seed, n_eval, attacks, epochs, verbose)
+        result = bench_method(method, protocol=settings, data=data, out=out, device=device, seed=seed, n_eval=n_eval,
+                              attacks=attacks, epochs=epochs, verbose=verbose)  # fmt: skip
         result_path.parent.mkdir(parents=True, exist_ok=True)
         _write_atomically(result_path, json.dumps(result, indent=2))
         results.append(result)

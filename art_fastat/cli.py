@@ -9,18 +9,17 @@ from __future__ import annotations
 
 import argparse
 import ast
-import json
 import logging
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from art_fastat.evaluation.runners import ATTACKS
+
 logger = logging.getLogger(__name__)
 
-ATTACKS = ("pgd", "cw", "autoattack")
 #: Whether this process joined a torchrun process group in :func:`_join_torchrun` (and leaves it at the end).
 _JOINED = False
 
@@ -109,56 +108,22 @@ def _parse_methods(text: str) -> tuple[str, ...]:
     return methods
 
 
-def _evaluate_and_write(classifier: Any, protocol: Any, args: argparse.Namespace, x: Any, y: Any, eps: float) -> Any:
-    from art_fastat.evaluation import evaluate
-
-    if args.n_eval is not None:
-        x, y = x[: args.n_eval], y[: args.n_eval]
-    report = evaluate(classifier, x, y, eps, attacks=args.attacks, seed=args.seed, **protocol.evaluation_options())
-    if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "report.json").write_text(report.to_json())
-        (out / "report.md").write_text(report.to_markdown())
-    return report
-
-
 def _train(args: argparse.Namespace) -> None:
     from art_fastat.protocols import get_protocol
-    from art_fastat.trainers import TRAINERS
+    from art_fastat.runs import run_method
 
     protocol = get_protocol(args.protocol)
-    x_train, y_train, x_test, y_test = protocol.load(args.data_dir)
-    device, rank = _join_torchrun(args.device)
-    classifier = protocol.make_classifier(device, args.seed, args.lr)
-    eps = protocol.eps if args.eps is None else args.eps
-    out = Path(args.out)
-    options = {**protocol.trainer_options(), **parse_options(args.option)}
-    trainer = TRAINERS[args.method](
-        classifier, eps=eps, seed=args.seed, checkpoint_dir=out / "checkpoint", resume=args.resume,
-        verbose=not args.quiet, **options,
+    data = protocol.load(args.data_dir)
+    device, _ = _join_torchrun(args.device)
+    run = run_method(
+        args.method, protocol=protocol, data=data, out=Path(args.out), eps=args.eps, device=device, seed=args.seed,
+        lr=args.lr, batch_size=args.batch_size, epochs=args.epochs, options=parse_options(args.option),
+        resume=args.resume, attacks=args.attacks, n_eval=args.n_eval, verbose=not args.quiet,
     )  # fmt: skip
-    started = time.perf_counter()
-    history = trainer.fit(
-        x_train, y_train, validation_data=(x_test, y_test),
-        batch_size=protocol.batch_size if args.batch_size is None else args.batch_size,
-        nb_epochs=protocol.nb_epochs if args.epochs is None else args.epochs,
-    )  # fmt: skip
-    wall_seconds = time.perf_counter() - started
-    if rank != 0:  # under torchrun, rank 0 writes and evaluates; the ranks hold identical weights
+    if run.report is None:  # under torchrun, rank 0 writes and evaluates; the ranks hold identical weights
         return
-    torch.save(classifier.model.state_dict(), out / "model.pt")
-    config = {
-        "method": args.method, "protocol": protocol.name, "eps": eps, "seed": args.seed, "options": options,
-        "processes": trainer.world_size,
-        "training_seconds": sum(epoch["seconds"] for epoch in history), "wall_seconds": wall_seconds,
-        "passes_per_batch": trainer.passes_per_batch,
-    }  # fmt: skip
-    (out / "config.json").write_text(json.dumps(config, indent=2, default=str))
-    (out / "history.json").write_text(json.dumps(history, indent=2))
-    report = _evaluate_and_write(classifier, protocol, args, x_test, y_test, eps)
-    print(f"## {args.method} on {protocol.name} (eps={eps:g}): {config['training_seconds']:.1f} s of training\n")
-    print(report.to_markdown())
+    print(f"## {args.method} on {protocol.name} (eps={run.eps:g}): {run.training_seconds:.1f} s of training\n")
+    print(run.report.to_markdown())
 
 
 def _join_torchrun(device: str | None) -> tuple[str | None, int]:
@@ -187,6 +152,7 @@ def _join_torchrun(device: str | None) -> tuple[str | None, int]:
 
 def _evaluate(args: argparse.Namespace) -> None:
     from art_fastat.protocols import get_protocol
+    from art_fastat.runs import evaluate_and_write
 
     protocol = get_protocol(args.protocol)
     _, _, x_test, y_test = protocol.load(args.data_dir)
@@ -204,7 +170,9 @@ def _evaluate(args: argparse.Namespace) -> None:
             f"art-fastat: --checkpoint {path} holds no weights of the {protocol.model} model: {error}"
         ) from error
     eps = protocol.eps if args.eps is None else args.eps
-    print(_evaluate_and_write(classifier, protocol, args, x_test, y_test, eps).to_markdown())
+    report = evaluate_and_write(classifier, protocol, x_test, y_test, eps, attacks=args.attacks, seed=args.seed,
+                                n_eval=args.n_eval, out=Path(args.out) if args.out else None)  # fmt: skip
+    print(report.to_markdown())
 
 
 def _bench(args: argparse.Namespace) -> None:

@@ -22,7 +22,7 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CIFAR10_ARCHIVE_MD5", "MNIST_GZ_MD5", "load_cifar10", "load_digits", "load_mnist", "protocol"]
+__all__ = ["CIFAR10_ARCHIVE_MD5", "MNIST_GZ_MD5", "load_cifar10", "load_digits", "load_mnist"]
 
 #: MD5 of the official gzipped MNIST files (http://yann.lecun.com/exdb/mnist/).
 MNIST_GZ_MD5: dict[str, str] = {
@@ -368,22 +368,3 @@ def load_cifar10(
     train, test = _stack(batches[: len(_CIFAR10_TRAIN_BATCHES)]), _stack(batches[len(_CIFAR10_TRAIN_BATCHES) :])
     logger.info("Loaded CIFAR-10 from %s: %d train and %d test images", source, len(train[0]), len(test[0]))
     return train, test
-
-
-def protocol(
-    name: str, data_dir: str | os.PathLike | None = None
-) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
-    """
-    The train/test splits of a benchmark protocol (``shared/design/protocol.md``).
-
-    :param name: ``"digits"`` (P0: scikit-learn digits shuffled with ``RandomState(0)``, first 1500 train, last 297
-                 test), ``"mnist10k"`` (P1: official MNIST test set, images 0-7999 train, 8000-9999 test) or
-                 ``"cifar10"`` (P2).
-    :param data_dir: Directory of the data files for ``mnist10k`` / ``cifar10``; see
-                     :meth:`art_fastat.protocols.Protocol.load`.
-    :return: ``((x_train, y_train), (x_test, y_test))``.
-    """
-    from art_fastat.protocols import get_protocol
-
-    x_train, y_train, x_test, y_test = get_protocol(name).load(data_dir)
-    return (x_train, y_train), (x_test, y_test)

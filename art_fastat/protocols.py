@@ -138,6 +138,22 @@ def get_protocol(name: str) -> Protocol:
     return PROTOCOLS[check_choice(name, "protocol", tuple(PROTOCOLS))]
 
 
+def protocol(
+    name: str, data_dir: str | os.PathLike | None = None
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """
+    The train/test splits of a benchmark protocol (``shared/design/protocol.md``).
+
+    :param name: ``"digits"`` (P0: scikit-learn digits shuffled with ``RandomState(0)``, first 1500 train, last 297
+                 test), ``"mnist10k"`` (P1: official MNIST test set, images 0-7999 train, 8000-9999 test) or
+                 ``"cifar10"`` (P2).
+    :param data_dir: Directory of the data files for ``mnist10k`` / ``cifar10``; see :meth:`Protocol.load`.
+    :return: ``((x_train, y_train), (x_test, y_test))``.
+    """
+    x_train, y_train, x_test, y_test = get_protocol(name).load(data_dir)
+    return (x_train, y_train), (x_test, y_test)
+
+
 def _resolve_data_dir(data_dir: str | os.PathLike | None, protocol: str) -> Path:
     if data_dir is not None:
         return Path(data_dir)

@@ -15,8 +15,8 @@ from art.attacks.evasion import ProjectedGradientDescent
 from art.estimators.classification import PyTorchClassifier
 
 from art_fastat import AdversarialTrainerGAAT
-from art_fastat.datasets import protocol
 from art_fastat.models import DigitsCNN
+from art_fastat.protocols import protocol
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:

@@ -8,7 +8,8 @@ import json
 import pytest
 
 from art_fastat import bench as bench_module
-from art_fastat.bench import ARTAnchor, bench, leaderboard, pareto_front
+from art_fastat.anchors import ARTAnchor
+from art_fastat.bench import bench, leaderboard, pareto_front
 from art_fastat.cli import main
 from art_fastat.protocols import get_protocol
 
@@ -55,7 +56,7 @@ def test_bench_writes_the_leaderboard_and_plots_and_skips_finished_methods(tmp_p
     assert len(history) == 4 and all("loss" in r and "val_pgd_accuracy" in r for r in history)
 
     ran = []
-    monkeypatch.setattr(bench_module, "run_method", lambda method, *args: ran.append(method) or result(method, 1, 0, 0))
+    monkeypatch.setattr(bench_module, "bench_method", lambda method, **_: ran.append(method) or result(method, 1, 0, 0))
     again = bench("digits", out, ["natural", "fast", "pgd"], n_eval=100, attacks=("pgd",), epochs=4, verbose=False)
     assert ran == ["pgd"]  # natural and fast were finished
     assert {row["method"] for row in again} == {"natural", "Fast (FGSM-RS)", "PGD"}

@@ -13,6 +13,7 @@ from conftest import Standardise
 from sklearn.datasets import load_digits
 from torch import nn
 
+import art_fastat.evaluation.pgd as pgd_runner
 from art_fastat import evaluation
 from art_fastat.evaluation import RobustnessReport, evaluate
 
@@ -250,7 +251,7 @@ def test_modes_gradients_and_random_state_are_restored_when_an_attack_raises(cla
     def failing(*args: object, **kwargs: object) -> np.ndarray:
         raise RuntimeError("attack failed")
 
-    monkeypatch.setattr(evaluation.ProjectedGradientDescent, "generate", failing)
+    monkeypatch.setattr(pgd_runner.ProjectedGradientDescent, "generate", failing)
     model = classifier.model
     model.train()
     frozen = next(iter(model.parameters()))

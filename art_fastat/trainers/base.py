@@ -24,7 +24,6 @@ from art.defences.trainer import Trainer
 from tqdm.auto import tqdm
 
 from art_fastat._classifier import check_classifier, clip_bounds, input_space_model
-from art_fastat._tmp_validation import VALIDATION_PGD_STEPS, VALIDATION_SIZE, validation_metrics
 from art_fastat._validation import check_data
 from art_fastat.engine import checkpoints
 from art_fastat.engine.data import GeneratorSource, InMemorySource
@@ -40,6 +39,7 @@ from art_fastat.engine.options import (
 )
 from art_fastat.engine.schedules import lr_multiplier, warmed_up_eps
 from art_fastat.engine.step import Step
+from art_fastat.evaluation.validation import VALIDATION_PGD_STEPS, VALIDATION_SIZE, validation_metrics
 from art_fastat.trainers.method import TrainingMethod
 
 logger = logging.getLogger(__name__)

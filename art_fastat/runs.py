@@ -1,0 +1,193 @@
+"""
+One run of a method under a benchmark protocol: train, save, evaluate. ``art-fastat train`` (:mod:`art_fastat.cli`)
+runs one; ``art-fastat bench`` (:mod:`art_fastat.bench`) runs one per method. Both get the same files in their output
+directory:
+
+- ``model.pt``: the trained weights (``state_dict``);
+- ``config.json``: method, protocol, eps, seed, the trainer's options, processes, training and wall seconds, passes
+  per batch;
+- ``history.json``: the per-epoch history;
+- ``report.json`` and ``report.md``: the evaluation (:func:`art_fastat.evaluation.evaluate`);
+- ``checkpoint/``: the engine's checkpoint, written after every epoch (``resume=True`` continues from it).
+
+Under ``torchrun`` every rank trains; only rank 0 writes and evaluates (the ranks hold identical weights).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from art_fastat.anchors import ANCHORS, ARTAnchor
+from art_fastat.evaluation import ATTACKS, RobustnessReport, evaluate
+from art_fastat.protocols import Protocol
+from art_fastat.trainers import TRAINERS
+
+#: A protocol's splits: ``(x_train, y_train, x_test, y_test)``, as :meth:`Protocol.load` returns them.
+Data = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+@dataclass
+class MethodRun:
+    """
+    What :func:`run_method` did.
+
+    :param method: The method's name.
+    :param protocol: The protocol's name.
+    :param eps: The L-inf radius it trained and was evaluated at.
+    :param seed: Seed of the initialisation, the training and the attacks.
+    :param options: The trainer's arguments beyond eps and seed (the protocol's engine options and the caller's).
+    :param processes: Processes that trained (the torchrun world size).
+    :param training_seconds: The epochs' own time (validation excluded).
+    :param wall_seconds: Wall-clock time of ``fit``.
+    :param passes_per_batch: Forward+backward passes per minibatch of the method's algorithm.
+    :param history: The per-epoch history.
+    :param report: The evaluation; ``None`` on the ranks other than 0 under torchrun.
+    """
+
+    method: str
+    protocol: str
+    eps: float
+    seed: int
+    options: dict[str, Any]
+    processes: int
+    training_seconds: float
+    wall_seconds: float
+    passes_per_batch: float
+    history: list[dict[str, float]]
+    report: RobustnessReport | None = None
+
+    def config(self) -> dict[str, Any]:
+        """:return: The content of ``config.json``."""
+        return {
+            "method": self.method,
+            "protocol": self.protocol,
+            "eps": self.eps,
+            "seed": self.seed,
+            "options": self.options,
+            "processes": self.processes,
+            "training_seconds": self.training_seconds,
+            "wall_seconds": self.wall_seconds,
+            "passes_per_batch": self.passes_per_batch,
+        }
+
+
+def run_method(
+    method: str,
+    *,
+    protocol: Protocol,
+    data: Data,
+    out: Path,
+    eps: float | None = None,
+    device: str | None = None,
+    seed: int = 0,
+    lr: float | None = None,
+    batch_size: int | None = None,
+    epochs: int | None = None,
+    options: dict[str, Any] | None = None,
+    resume: bool = False,
+    attacks: Sequence[str] = ATTACKS,
+    n_eval: int | None = None,
+    verbose: bool = True,
+) -> MethodRun:
+    """
+    Train ``method`` under ``protocol`` on a fresh classifier, save it to ``out`` and evaluate it there (see the
+    module's description for the files).
+
+    :param method: A key of :data:`art_fastat.trainers.TRAINERS`, or an ART anchor (``"art-madry"``, ``"art-fbf"``).
+    :param protocol: The protocol: model, optimizer, batch size, epochs, schedules, evaluation settings.
+    :param data: Its splits ``(x_train, y_train, x_test, y_test)``; the test split also validates every epoch.
+    :param out: Output directory.
+    :param eps: L-inf radius (default: the protocol's).
+    :param device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or None (CUDA when available).
+    :param seed: Seed of the initialisation, the training and the attacks.
+    :param lr: Peak learning rate (default: the protocol's).
+    :param batch_size: Minibatch size (default: the protocol's).
+    :param epochs: Epochs (default: the protocol's).
+    :param options: The trainer's own arguments, added to the protocol's engine options (none for the anchors).
+    :param resume: Continue from ``out/checkpoint`` if present.
+    :param attacks: Attacks of :func:`~art_fastat.evaluation.evaluate`.
+    :param n_eval: Evaluate on the first ``n_eval`` test images (default: all).
+    :param verbose: Progress bar over the batches.
+    :return: The run; its ``report`` is None on the ranks other than 0 under torchrun, which write nothing.
+    """
+    x_train, y_train, x_test, y_test = data
+    classifier = protocol.make_classifier(device, seed, lr)
+    eps = protocol.eps if eps is None else eps
+    if method in ANCHORS:
+        if options:
+            raise ValueError(f"method {method!r} (an ART trainer) takes no options, got {options!r}")
+        options = {}
+        trainer: Any = ARTAnchor(classifier, eps, method, protocol, seed)
+    else:
+        options = {**protocol.trainer_options(), **(options or {})}
+        trainer = TRAINERS[method](
+            classifier, eps=eps, seed=seed, checkpoint_dir=out / "checkpoint", resume=resume, verbose=verbose,
+            **options,
+        )  # fmt: skip
+    started = time.perf_counter()
+    history = trainer.fit(
+        x_train, y_train, validation_data=(x_test, y_test),
+        batch_size=protocol.batch_size if batch_size is None else batch_size,
+        nb_epochs=protocol.nb_epochs if epochs is None else epochs,
+    )  # fmt: skip
+    wall_seconds = time.perf_counter() - started
+    run = MethodRun(
+        method=method, protocol=protocol.name, eps=eps, seed=seed, options=options, processes=trainer.world_size,
+        training_seconds=sum(epoch["seconds"] for epoch in history), wall_seconds=wall_seconds,
+        passes_per_batch=trainer.passes_per_batch, history=history,
+    )  # fmt: skip
+    if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
+        return run  # the ranks hold identical weights: rank 0 writes and evaluates
+    out.mkdir(parents=True, exist_ok=True)
+    torch.save(classifier.model.state_dict(), out / "model.pt")
+    (out / "config.json").write_text(json.dumps(run.config(), indent=2, default=str))
+    (out / "history.json").write_text(json.dumps(history, indent=2))
+    run.report = evaluate_and_write(
+        classifier, protocol, x_test, y_test, eps, attacks=attacks, seed=seed, n_eval=n_eval, out=out
+    )
+    return run
+
+
+def evaluate_and_write(
+    classifier: Any,
+    protocol: Protocol,
+    x: np.ndarray,
+    y: np.ndarray,
+    eps: float,
+    *,
+    attacks: Sequence[str] = ATTACKS,
+    seed: int = 0,
+    n_eval: int | None = None,
+    out: Path | None = None,
+) -> RobustnessReport:
+    """
+    Evaluate ``classifier`` with the protocol's evaluation settings and write ``report.json`` and ``report.md``.
+
+    :param classifier: The trained ART classifier.
+    :param protocol: The protocol whose PGD settings apply.
+    :param x: Test inputs.
+    :param y: Test labels.
+    :param eps: L-inf radius.
+    :param attacks: Attacks of :func:`~art_fastat.evaluation.evaluate`.
+    :param seed: Seed of the attacks.
+    :param n_eval: Evaluate on the first ``n_eval`` samples (default: all).
+    :param out: Directory of the report files; None writes nothing.
+    :return: The report.
+    """
+    if n_eval is not None:
+        x, y = x[:n_eval], y[:n_eval]
+    report = evaluate(classifier, x, y, eps, attacks=tuple(attacks), seed=seed, **protocol.evaluation_options())
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "report.json").write_text(report.to_json())
+        (out / "report.md").write_text(report.to_markdown())
+    return report
