@@ -10,12 +10,15 @@ from __future__ import annotations
 import argparse
 import ast
 import logging
+import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 
+from art_fastat._validation import MAX_INT
 from art_fastat.evaluation.runners import ATTACKS
 
 logger = logging.getLogger(__name__)
@@ -36,12 +39,76 @@ def parse_options(pairs: list[str]) -> dict[str, Any]:
     for pair in pairs:
         name, separator, value = pair.partition("=")
         if not separator or not name.isidentifier():
-            raise SystemExit(f"art-fastat: --option must be NAME=VALUE, got {pair!r}")
+            raise ValueError(f"--option must be NAME=VALUE, got {pair!r}")
         try:
             options[name] = ast.literal_eval(value)
         except (ValueError, SyntaxError):
             options[name] = value
     return options
+
+
+class UsageError(SystemExit):
+    """Exit status 2 with one line on stderr naming the option: raised before any training starts."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(2)
+        self.message = message
+        print(message, file=sys.stderr)
+
+    def __str__(self) -> str:
+        return f"{self.message} (exit status 2)"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line (``art-fastat train: error: argument --n-eval: ...``), exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: error: {message}")
+
+
+def _eps(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value <= 1:  # every protocol's clip_values are (0, 1)
+        raise argparse.ArgumentTypeError(f"eps must be in (0, 1] (the width of clip_values), got {text}")
+    return value
+
+
+def _integer(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {text!r}") from None
+        if not minimum <= value <= MAX_INT:
+            raise argparse.ArgumentTypeError(f"must be an integer in [{minimum}, {MAX_INT}], got {value}")
+        return value
+
+    return parse
+
+
+def _positive_number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
+def _directory(text: str) -> str:
+    if Path(text).exists() and not Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a file, not a directory")
+    return text
+
+
+def _existing_file(text: str) -> str:
+    if not Path(text).is_file():
+        raise argparse.ArgumentTypeError(f"{text} does not exist or is not a file")
+    return text
 
 
 def _parse_attacks(text: str) -> tuple[str, ...]:
@@ -56,34 +123,35 @@ def _build_parser() -> argparse.ArgumentParser:
     from art_fastat.protocols import PROTOCOLS
     from art_fastat.trainers import TRAINERS
 
-    parser = argparse.ArgumentParser(prog="art-fastat", description=__doc__.strip().splitlines()[0])
+    parser = _Parser(prog="art-fastat", description=__doc__.strip().splitlines()[0])
     parser.add_argument("--log-level", default="WARNING", help="logging level (default: WARNING)")
     commands = parser.add_subparsers(dest="command", required=True)
 
     def common(command: argparse.ArgumentParser) -> None:
         command.add_argument("--protocol", choices=sorted(PROTOCOLS), default="digits", help="benchmark protocol")
         command.add_argument("--data-dir", help="directory of the protocol's data files (mnist10k, cifar10)")
-        command.add_argument("--eps", type=float, help="L-inf radius (default: the protocol's)")
+        command.add_argument("--eps", type=_eps, help="L-inf radius (default: the protocol's)")
         command.add_argument("--device", help="cpu or cuda (default: cuda when available)")
         command.add_argument("--attacks", type=_parse_attacks, default=ATTACKS, help="comma-separated, e.g. pgd,cw")
-        command.add_argument("--n-eval", type=int, help="evaluate on the first N test images (default: all)")
-        command.add_argument("--seed", type=int, default=0)
+        command.add_argument("--n-eval", type=_integer(1), help="evaluate on the first N test images (default: all)")
+        command.add_argument("--seed", type=_integer(0), default=0)
 
     train = commands.add_parser("train", help="train a method under a protocol, then evaluate it")
     train.add_argument("--method", choices=sorted(TRAINERS), required=True)
     common(train)
-    train.add_argument("--epochs", type=int, help="number of epochs (default: the protocol's)")
-    train.add_argument("--batch-size", type=int, help="minibatch size (default: the protocol's)")
-    train.add_argument("--lr", type=float, help="peak learning rate (default: the protocol's)")
+    train.add_argument("--epochs", type=_integer(1), help="number of epochs (default: the protocol's)")
+    train.add_argument("--batch-size", type=_integer(1), help="minibatch size (default: the protocol's)")
+    train.add_argument("--lr", type=_positive_number, help="peak learning rate (default: the protocol's)")
     train.add_argument("--option", action="append", default=[], metavar="NAME=VALUE", help="method argument")
     train.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint if present")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
-    train.add_argument("--out", required=True, help="output directory")
+    train.add_argument("--out", type=_directory, required=True, help="output directory")
 
     evaluate = commands.add_parser("evaluate", help="evaluate saved weights under a protocol")
-    evaluate.add_argument("--checkpoint", required=True, help="model.pt written by train, or an engine checkpoint")
+    evaluate.add_argument("--checkpoint", type=_existing_file, required=True,
+                          help="model.pt written by train, or an engine checkpoint")  # fmt: skip
     common(evaluate)
-    evaluate.add_argument("--out", help="directory for report.json and report.md")
+    evaluate.add_argument("--out", type=_directory, help="directory for report.json and report.md")
 
     from art_fastat.bench import METHODS
 
@@ -91,9 +159,10 @@ def _build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--methods", type=_parse_methods, default=METHODS,
                        help=f"comma-separated (default: all): {','.join(METHODS)}")  # fmt: skip
     common(bench)
-    bench.add_argument("--epochs", type=int, help="epochs of every method (default: the protocol's)")
+    bench.add_argument("--epochs", type=_integer(1), help="epochs of every method (default: the protocol's)")
     bench.add_argument("--quiet", action="store_true", help="no progress bars")
-    bench.add_argument("--out", required=True, help="output directory (re-running skips finished methods)")
+    bench.add_argument("--out", type=_directory, required=True,
+                       help="output directory (re-running skips finished methods)")  # fmt: skip
     return parser
 
 
@@ -158,17 +227,13 @@ def _evaluate(args: argparse.Namespace) -> None:
     _, _, x_test, y_test = protocol.load(args.data_dir)
     classifier = protocol.make_classifier(args.device, args.seed)
     path = Path(args.checkpoint)
-    if not path.is_file():
-        raise SystemExit(f"art-fastat: --checkpoint {path} does not exist")
     from art_fastat.engine import read_model_state
 
     try:
         state = read_model_state(path, classifier.device)
         classifier.model.load_state_dict(state)
     except Exception as error:
-        raise SystemExit(
-            f"art-fastat: --checkpoint {path} holds no weights of the {protocol.model} model: {error}"
-        ) from error
+        raise ValueError(f"--checkpoint {path} holds no weights of the {protocol.model} model: {error}") from error
     eps = protocol.eps if args.eps is None else args.eps
     report = evaluate_and_write(classifier, protocol, x_test, y_test, eps, attacks=args.attacks, seed=args.seed,
                                 n_eval=args.n_eval, out=Path(args.out) if args.out else None)  # fmt: skip
@@ -179,7 +244,7 @@ def _bench(args: argparse.Namespace) -> None:
     from art_fastat.bench import bench
 
     if args.eps is not None:
-        raise SystemExit("art-fastat: bench runs every method at the protocol's eps; --eps is for train and evaluate")
+        raise ValueError("--eps is for train and evaluate: bench runs every method at the protocol's eps")
     bench(args.protocol, args.out, args.methods, data_dir=args.data_dir, device=args.device, seed=args.seed,
                  n_eval=args.n_eval, attacks=args.attacks, epochs=args.epochs, verbose=not args.quiet)  # fmt: skip
     print((Path(args.out) / "leaderboard.md").read_text())
@@ -195,9 +260,11 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     try:
         {"train": _train, "evaluate": _evaluate, "bench": _bench}[args.command](args)
-    except (ValueError, TypeError, FileNotFoundError) as error:
+    except (ValueError, TypeError, FileNotFoundError) as error:  # refused before training: a usage error
+        raise UsageError(f"art-fastat: error: {error}") from error
+    except FloatingPointError as error:  # the run diverged (the engine restored the last good epoch and stopped)
         print(f"art-fastat: error: {error}", file=sys.stderr)
-        raise SystemExit(2) from error
+        raise SystemExit(1) from error
     finally:
         import torch.distributed as dist
 

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from art_fastat._validation import check_positive_int
 from art_fastat.anchors import ANCHORS, ARTAnchor
 from art_fastat.evaluation import ATTACKS, RobustnessReport, evaluate
 from art_fastat.protocols import Protocol
@@ -119,6 +120,10 @@ def run_method(
     :param verbose: Progress bar over the batches.
     :return: The run; its ``report`` is None on the ranks other than 0 under torchrun, which write nothing.
     """
+    if n_eval is not None:
+        check_positive_int(n_eval, "n_eval")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out {out} is a file, not a directory")
     x_train, y_train, x_test, y_test = data
     classifier = protocol.make_classifier(device, seed, lr)
     eps = protocol.eps if eps is None else eps

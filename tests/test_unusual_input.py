@@ -339,3 +339,52 @@ def test_l2l_trainer_refuses_another_hidden_size_state_but_trains_its_own(xy, tm
     write_checkpoint("l2l", make_classifier(), tmp_path, x, y)
     resumed = AdversarialTrainerL2L(make_classifier(), eps=EPS, steps=2, seed=1, checkpoint_dir=tmp_path, resume=True)
     assert len(resumed.fit(x, y, batch_size=BATCH, nb_epochs=3)) == 3
+
+
+# ------------------------------------------------------------------ 6. the command line
+
+CLI_CASES = {
+    "train --out names a file": (["train", "--method", "fast", "--out", "{file}"], "--out"),
+    "train --n-eval -5": (["train", "--method", "fast", "--n-eval", "-5", "--out", "{dir}"], "--n-eval"),
+    "train --n-eval 0": (["train", "--method", "fast", "--n-eval", "0", "--out", "{dir}"], "--n-eval"),
+    "train --epochs 2**70": (["train", "--method", "fast", "--epochs", str(2**70), "--out", "{dir}"], "--epochs"),
+    "train --batch-size 0": (["train", "--method", "fast", "--batch-size", "0", "--out", "{dir}"], "--batch-size"),
+    "train --lr 0": (["train", "--method", "fast", "--lr", "0", "--out", "{dir}"], "--lr"),
+    "train --lr nan": (["train", "--method", "fast", "--lr", "nan", "--out", "{dir}"], "--lr"),
+    "train --seed -1": (["train", "--method", "fast", "--seed", "-1", "--out", "{dir}"], "--seed"),
+    "train --eps 2": (["train", "--method", "fast", "--eps", "2", "--out", "{dir}"], "--eps"),
+    "train --option without =": (["train", "--method", "fast", "--option", "alpha", "--out", "{dir}"], "--option"),
+    "train --option unknown": (["train", "--method", "fast", "--option", "nope=1", "--out", "{dir}"], "nope"),
+    "evaluate --checkpoint missing": (["evaluate", "--checkpoint", "{dir}/missing.pt"], "--checkpoint"),
+    "evaluate --out names a file": (["evaluate", "--checkpoint", "{file}", "--out", "{file}"], "--out"),
+    "bench --out names a file": (["bench", "--methods", "natural", "--out", "{file}"], "--out"),
+    "bench --eps": (["bench", "--methods", "natural", "--eps", "0.1", "--out", "{dir}"], "--eps"),
+    "bench --n-eval 0": (["bench", "--methods", "natural", "--n-eval", "0", "--out", "{dir}"], "--n-eval"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(CLI_CASES))
+def test_every_cli_usage_error_exits_2_with_one_line_before_training(case, tmp_path, capsys):
+    from art_fastat.cli import main
+
+    arguments, option = CLI_CASES[case]
+    a_file = tmp_path / "a-file"
+    a_file.write_text("kept")
+    with pytest.raises(SystemExit) as raised:
+        main([argument.format(file=a_file, dir=tmp_path / "run") for argument in arguments])
+    assert raised.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and option in error[0] and "Traceback" not in error[0], error
+    assert a_file.read_text() == "kept" and not (tmp_path / "run" / "model.pt").exists()
+    assert not (tmp_path / "run" / "checkpoint" / "checkpoint.pt").exists()  # refused before any epoch
+
+
+def test_a_diverging_cli_run_exits_1_with_its_one_line_message(tmp_path, capsys):
+    from art_fastat.cli import main
+
+    with pytest.raises(SystemExit) as raised:
+        main(["train", "--method", "fast", "--epochs", "2", "--lr", "1e9", "--attacks", "pgd", "--n-eval", "20",
+              "--quiet", "--out", str(tmp_path / "run")])  # fmt: skip
+    assert raised.value.code == 1
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "the training loss became non-finite in epoch 1" in error[0]
