@@ -36,7 +36,7 @@ from common import (
 )  # noqa: E402
 
 from art_fastat.attacks.l2l import learned_ascent  # noqa: E402
-from art_fastat.perturbation import pgd, uniform_start  # noqa: E402
+from art_fastat.perturbation import AttackSpace, pgd, uniform_start  # noqa: E402
 from art_fastat.trainers import TRAINERS  # noqa: E402
 
 STEPS = 5
@@ -72,11 +72,12 @@ def inner_losses(model: torch.nn.Module, rnn: torch.nn.Module, x: torch.Tensor, 
     def seeded() -> torch.Generator:
         return torch.Generator().manual_seed(0)
 
-    deltas = learned_ascent(model, x, y, rnn, eps, STEPS, 0.0, 1.0, generator=seeded(), meta_graph=False).deltas
+    deltas = learned_ascent(AttackSpace(model, generator=seeded()), x, y, rnn, eps, STEPS, meta_graph=False).deltas
     curves = {"learned (L2L's LSTM)": [mean_loss(delta) for delta in deltas]}
     for label, alpha in (("PGD, step eps/4", eps / 4), ("PGD, step eps/2", eps / 2)):
         curves[label] = [mean_loss(uniform_start(x, eps, seeded()))] + [
-            mean_loss(pgd(model, x, y, eps, alpha, steps, 0.0, 1.0, True, seeded())) for steps in range(1, STEPS + 1)
+            mean_loss(pgd(AttackSpace(model, generator=seeded()), x, y, eps, alpha, steps))
+            for steps in range(1, STEPS + 1)
         ]
     return curves
 
