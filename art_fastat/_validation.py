@@ -167,8 +167,13 @@ def check_attack_inputs(images: Any, labels: Any, device: Any) -> tuple[Any, Any
         raise TypeError(f"images must be a float tensor of shape (n, ...), got {type(images).__name__}")
     if not isinstance(labels, torch.Tensor) or labels.is_floating_point() or labels.shape != images.shape[:1]:
         raise ValueError(f"labels must be an integer tensor of shape ({len(images)},), got {labels!r:.80}")
+    labels = (
+        labels.detach().to(device=device, dtype=torch.long).clone()
+    )  # int32 / uint8 labels are valid; CE needs int64
     if not len(images):
-        return images.detach().clone().to(device), labels.detach().clone().to(device)
+        return images.detach().clone().to(device), labels
+    if labels.min() < 0:
+        raise ValueError(f"labels must be class indices >= 0, got {int(labels.min())}")
     if not torch.isfinite(images).all():
         raise ValueError("images must be finite: they hold NaN or inf values")
     if images.min() < -CLIP_TOLERANCE or images.max() > 1 + CLIP_TOLERANCE:
@@ -176,4 +181,4 @@ def check_attack_inputs(images: Any, labels: Any, device: Any) -> tuple[Any, Any
             f"images must lie in the range [0, 1] (torchattacks' convention), got {float(images.min()):g}.."
             f"{float(images.max()):g}"
         )
-    return images.detach().clamp(0, 1).to(device), labels.detach().clone().to(device)
+    return images.detach().clamp(0, 1).to(device), labels

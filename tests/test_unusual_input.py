@@ -388,3 +388,29 @@ def test_a_diverging_cli_run_exits_1_with_its_one_line_message(tmp_path, capsys)
     assert raised.value.code == 1
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and "the training loss became non-finite in epoch 1" in error[0]
+
+
+def test_attacks_take_int32_labels_and_refuse_negative_ones(batch):
+    x, y = batch
+    attack = GAAT(tiny_network(), eps=EPS, alpha=EPS / 4, steps=2)
+    torch.manual_seed(0)
+    as_int32 = attack(x, y.int())
+    torch.manual_seed(0)
+    torch.testing.assert_close(as_int32, attack(x, y), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="labels must be class indices >= 0"):
+        attack(x, y - 20)
+
+
+def test_checkpoint_overwrite_and_a_resume_into_another_plan_are_warned_about(xy, tmp_path, caplog):
+    x, y = xy
+    write_checkpoint("fast", make_classifier(), tmp_path, x, y)
+    with caplog.at_level(logging.WARNING):
+        trainer("fast", make_classifier(), checkpoint_dir=tmp_path, resume=True).fit(x, y, batch_size=BATCH,
+                                                                                    nb_epochs=3)  # fmt: skip
+    assert "was written for a run of {'nb_epochs': 2, 'steps_per_epoch': 2}; this fit plans {'nb_epochs': 3" in (
+        caplog.text
+    )
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        trainer("fast", make_classifier(), checkpoint_dir=tmp_path).fit(x, y, batch_size=BATCH, nb_epochs=1)
+    assert "holds a checkpoint and resume=False: this fit starts over and overwrites it" in caplog.text

@@ -109,6 +109,11 @@ def resume(trainer: AdversarialTrainerBase) -> int:
         return 0
     state = read_checkpoint(path, trainer.device)
     check_fits(trainer, state, path)
+    saved_plan = state.get("plan", trainer._plan)
+    if saved_plan != trainer._plan:
+        logger.warning("%s: %s was written for a run of %s; this fit plans %s: the learning-rate schedule and the "
+                       "eps warm-up follow the new plan from here", trainer.method, path, saved_plan,
+                       trainer._plan)  # fmt: skip
     epochs = restore(trainer, state)
     logger.info("%s: resumed from %s after epoch %d", trainer.method, path, epochs)
     return epochs
@@ -132,6 +137,7 @@ def capture(trainer: AdversarialTrainerBase, epochs_done: int) -> dict[str, Any]
         "scaler": trainer.step.scaler.state_dict(),
         "peak_lrs": trainer._peak_lrs,
         "history": trainer.history,
+        "plan": trainer._plan,
         "guards": trainer.guards.state_dict(),
         **_rank_state(trainer),
     }

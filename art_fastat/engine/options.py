@@ -121,6 +121,9 @@ def check_fit_arguments(
         validation = tuple(torch.from_numpy(v[subset]).to(trainer.device) for v in (x_val, y_val))
     if trainer.checkpoint_dir is not None:
         check_checkpoint_dir(trainer.checkpoint_dir, trainer.rank)
+        if not trainer.resume and trainer.checkpoint_path.exists():
+            logger.warning("%s: %s holds a checkpoint and resume=False: this %s starts over and overwrites it after "
+                           "its first epoch", trainer.method, trainer.checkpoint_path, caller)  # fmt: skip
     return FitArguments(batch_size, nb_epochs, validation, verbose)
 
 

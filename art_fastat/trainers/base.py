@@ -172,6 +172,7 @@ class AdversarialTrainerBase(TrainingMethod, Trainer):
         self._peak_lrs: list[float] | None = None
         self._progress = 0.0
         self._nb_epochs = 1
+        self._plan: dict[str, int] = {}
 
     # ------------------------------------------------------------------ fit
 
@@ -281,6 +282,8 @@ class AdversarialTrainerBase(TrainingMethod, Trainer):
                            self.method, nb_epochs, self.replays, data_epochs)  # fmt: skip
         self._nb_epochs = data_epochs * self.replays
         check_plan(self, data_epochs, len(source))
+        #: What a checkpoint was written for: resuming into another plan is warned about.
+        self._plan = {"nb_epochs": self._nb_epochs, "steps_per_epoch": len(source)}
         self.best_epoch = None
         self.guards.reset()
         if not self._wrapped:
