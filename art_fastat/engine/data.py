@@ -1,7 +1,8 @@
 """
 The data path of the engine: minibatches on the classifier's device, shuffled with the trainer's seeded generator and
 cut into per-rank shards under ``torch.distributed``. A source yields :class:`Batch` objects; the epoch loop trains on
-them without knowing where they came from (the place where augmentation and streaming plug in).
+them without knowing where they came from (the place where streaming plugs in; the loop augments them with
+:mod:`~art_fastat.engine.augmentation`).
 """
 
 from __future__ import annotations
