@@ -174,6 +174,7 @@ def test_bad_augmentation_values_are_refused_at_construction():
         ("crop", ValueError, "augmentation must be None, 'crop_flip' or a callable"),
         (3, TypeError, "augmentation must be None, 'crop_flip' or a callable"),
         ([CropFlip()], TypeError, "augmentation must be None"),
+        (CropFlip, TypeError, r"augmentation takes an instance, e.g. CropFlip\(\), not the class"),
     ]
     for value, error, message in cases:
         with pytest.raises(error, match=message):

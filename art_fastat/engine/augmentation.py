@@ -86,6 +86,8 @@ def resolve_augmentation(value: Any, input_shape: tuple[int, ...], low: Any, hig
         if value != "crop_flip":
             raise ValueError(f"augmentation must be None, 'crop_flip' or a callable (x, generator) -> x, got {value!r}")
         value = CropFlip(CROP_FLIP_PADDING)
+    elif isinstance(value, type):
+        raise TypeError(f"augmentation takes an instance, e.g. {value.__name__}(), not the class {value.__name__}")
     elif not callable(value):
         raise TypeError(f"augmentation must be None, 'crop_flip' or a callable (x, generator) -> x, got {value!r}")
     if isinstance(value, CropFlip):
