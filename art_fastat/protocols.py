@@ -28,7 +28,8 @@ DATA_DIR_VARIABLE = "ART_FASTAT_DATA_DIR"
 class Protocol:
     """
     One benchmark protocol. ``load`` returns its splits, ``make_classifier`` a fresh ART classifier, and the remaining
-    fields are the training and evaluation settings every method runs under.
+    fields are the training and evaluation settings every method runs under (``augmentation``: the engine option of
+    that name, or None).
     """
 
     name: str
@@ -47,6 +48,7 @@ class Protocol:
     momentum: float = 0.9
     weight_decay: float = 0.0
     needs_data_dir: bool = False
+    augmentation: str | None = None
 
     def load(self, data_dir: str | os.PathLike | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """
@@ -100,8 +102,11 @@ class Protocol:
         )
 
     def trainer_options(self) -> dict[str, Any]:
-        """Engine options every trainer gets under this protocol."""
-        return {"eps_warmup_epochs": self.eps_warmup_epochs, "lr_schedule": self.lr_schedule}
+        """Engine options every trainer gets under this protocol (``augmentation`` only when the protocol has one)."""
+        options: dict[str, Any] = {"eps_warmup_epochs": self.eps_warmup_epochs, "lr_schedule": self.lr_schedule}
+        if self.augmentation is not None:
+            options["augmentation"] = self.augmentation
+        return options
 
     def evaluation_options(self) -> dict[str, Any]:
         """Keyword arguments of :func:`art_fastat.evaluate` under this protocol."""
@@ -121,11 +126,11 @@ PROTOCOLS: dict[str, Protocol] = {
         optimizer="adam", lr=5e-3, lr_schedule="triangle", eps_warmup_epochs=3.0,
         pgd_steps=50, pgd_step_size=0.01, pgd_restarts=10, needs_data_dir=True,
     ),
-    # P2: CIFAR-10 with PreActResNet18 (GPU); locuslab/fast_adversarial CIFAR settings without data augmentation.
+    # P2: CIFAR-10 with PreActResNet18 (GPU); locuslab/fast_adversarial CIFAR settings with their crop and flip.
     "cifar10": Protocol(
         name="cifar10", model="preact_resnet18", input_shape=(3, 32, 32), eps=8 / 255, batch_size=128, nb_epochs=15,
         optimizer="sgd", lr=0.2, lr_schedule="cyclic", eps_warmup_epochs=0.0, weight_decay=5e-4,
-        pgd_steps=50, pgd_step_size=2 / 255, pgd_restarts=10, needs_data_dir=True,
+        pgd_steps=50, pgd_step_size=2 / 255, pgd_restarts=10, needs_data_dir=True, augmentation="crop_flip",
     ),
 }  # fmt: skip
 

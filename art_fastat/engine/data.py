@@ -1,17 +1,20 @@
 """
 The data path of the engine: minibatches on the classifier's device, shuffled with the trainer's seeded generator and
 cut into per-rank shards under ``torch.distributed``. A source yields :class:`Batch` objects; the epoch loop trains on
-them without knowing where they came from (the place where augmentation and streaming plug in).
+them without knowing where they came from (the place where streaming plugs in; the loop augments them with
+:mod:`~art_fastat.engine.augmentation`).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+from art_fastat.engine.augmentation import Augmentation, CropFlip, check_augmented
 
 logger = logging.getLogger(__name__)
 
@@ -117,3 +120,20 @@ class GeneratorSource:
             else:
                 logger.warning("fit_generator: a batch of %d sample(s) was skipped: the network has BatchNorm, which "
                                "cannot train on fewer than %d", len(batch.y), self.smallest)  # fmt: skip
+
+
+def augmented(
+    batches: Iterable[Batch], augmentation: Augmentation | None, generator: torch.Generator
+) -> Iterator[Batch]:
+    """
+    The batches with ``augmentation`` applied to their inputs, drawn from ``generator`` (the trainer's, so a resumed
+    run stays bit-identical); unchanged without one. A user callable's output is checked on every batch.
+    """
+    for batch in batches:
+        if augmentation is not None:
+            with torch.no_grad():
+                x = augmentation(batch.x, generator)
+            if not isinstance(augmentation, CropFlip):
+                check_augmented(x, batch.x)
+            batch = Batch(x, batch.y, batch.loss_weight)
+        yield batch

@@ -15,8 +15,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from art_fastat._classifier import clip_range
+from art_fastat._classifier import clip_bounds, clip_range
 from art_fastat._validation import check_choice, check_data, check_eps, check_non_negative_float, check_positive_int
+from art_fastat.engine.augmentation import resolve_augmentation
 from art_fastat.engine.schedules import LR_SCHEDULES
 
 if TYPE_CHECKING:
@@ -28,7 +29,7 @@ logger = logging.getLogger(__name__)
 ENGINE_OPTIONS = (
     "eps_warmup_epochs", "lr_schedule", "lr_schedule_interval", "use_amp", "amp_dtype", "seed", "validation_size",
     "validation_pgd_steps", "checkpoint_dir", "resume", "overfitting_guard", "overfitting_check_size",
-    "early_stopping", "early_stopping_patience", "verbose",
+    "early_stopping", "early_stopping_patience", "augmentation", "verbose",
 )  # fmt: skip
 
 
@@ -37,7 +38,8 @@ def check_engine_options(classifier: Any, eps: Any, options: dict[str, Any]) -> 
     :param classifier: The checked ``PyTorchClassifier``.
     :param eps: The trainer's ``eps`` (None: no threat model, e.g. natural training).
     :param options: Every name of :data:`ENGINE_OPTIONS` with the user's value.
-    :return: The checked values, with ``eps`` and a ``Path`` for ``checkpoint_dir``.
+    :return: The checked values, with ``eps``, a ``Path`` for ``checkpoint_dir`` and the callable ``augmentation``
+             (``"crop_flip"``: a :class:`~art_fastat.engine.augmentation.CropFlip`).
     """
     if classifier.optimizer is None:
         raise ValueError("classifier must have an optimizer (PyTorchClassifier(..., optimizer=...)) to be trained")
@@ -75,6 +77,8 @@ def check_engine_options(classifier: Any, eps: Any, options: dict[str, Any]) -> 
     )
     if (guard is not None or checked["early_stopping"]) and not checked["eps"]:
         raise ValueError("overfitting_guard and early_stopping watch a PGD accuracy: they need eps > 0")
+    low, high = clip_bounds(classifier, torch.device("cpu"))
+    checked["augmentation"] = resolve_augmentation(options["augmentation"], classifier.input_shape, low, high)
     checked["verbose"] = bool(options["verbose"])
     return checked
 

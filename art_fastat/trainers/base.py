@@ -15,6 +15,7 @@ import functools
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,8 @@ from tqdm.auto import tqdm
 from art_fastat._classifier import check_classifier, clip_bounds, input_space_model
 from art_fastat._validation import check_data
 from art_fastat.engine import checkpoints
-from art_fastat.engine.data import GeneratorSource, InMemorySource
+from art_fastat.engine.augmentation import Augmentation
+from art_fastat.engine.data import GeneratorSource, InMemorySource, augmented
 from art_fastat.engine.distributed import ProcessSetup
 from art_fastat.engine.guards import Guards, load_snapshot, snapshot
 from art_fastat.engine.history import EpochTotals, format_record
@@ -91,6 +93,7 @@ class AdversarialTrainerBase(TrainingMethod, Trainer):
         overfitting_check_size: int = 32,
         early_stopping: bool = False,
         early_stopping_patience: int | None = None,
+        augmentation: str | Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
         verbose: bool = False,
     ) -> None:
         """
@@ -124,6 +127,16 @@ class AdversarialTrainerBase(TrainingMethod, Trainer):
                                validation PGD accuracy and restore them when ``fit`` ends. Needs ``validation_data``.
         :param early_stopping_patience: Also stop after this many epochs without a better validation PGD accuracy
                                         (None: run every epoch).
+        :param augmentation: Augmentation of every clean training minibatch on the classifier's device, before the
+                             method's step (its attack and update see the augmented images): ``None``, ``"crop_flip"``
+                             (:class:`~art_fastat.engine.augmentation.CropFlip` with 4 pixels of zero padding, the
+                             random crop and horizontal flip of locuslab/fast_adversarial's CIFAR-10 training; other
+                             settings: a ``CropFlip(padding, flip)`` instance; needs ``input_shape`` ``(channels,
+                             height, width)`` and 0 inside ``clip_values``) or a callable ``(x, generator) -> x``
+                             returning a tensor of ``x``'s shape, dtype and device (checked on every batch, so a
+                             wrong one is refused before the first update). The trainer's generator draws every
+                             augmentation, so a resumed run stays bit-identical. The validation data and the
+                             overfitting guard's check set are not augmented.
         :param verbose: Show a tqdm progress bar.
         """
         check_classifier(classifier)
@@ -145,6 +158,8 @@ class AdversarialTrainerBase(TrainingMethod, Trainer):
         self.overfitting_check_size: int = options["overfitting_check_size"]
         self.early_stopping: bool = options["early_stopping"]
         self.early_stopping_patience: int | None = options["early_stopping_patience"]
+        #: The checked ``augmentation``: None or the callable applied to every training minibatch.
+        self.augmentation: Augmentation | None = options["augmentation"]
         self.verbose: bool = options["verbose"]
         #: The epoch whose weights early stopping kept (1-based), or None.
         self.best_epoch: int | None = None
@@ -304,7 +319,7 @@ class AdversarialTrainerBase(TrainingMethod, Trainer):
             self.totals.clear()
             last_good = self._snapshot()  # the weights at the end of the previous epoch
             started = time.perf_counter()
-            for index, batch in enumerate(source.epoch()):
+            for index, batch in enumerate(augmented(source.epoch(), self.augmentation, self.generator)):
                 if starting:
                     self._begin_fit(batch.x)
                     starting = False
