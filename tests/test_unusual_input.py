@@ -15,7 +15,7 @@ import torch
 import torchattacks
 from art.data_generators import DataGenerator, NumpyDataGenerator
 from art.estimators.classification import PyTorchClassifier
-from conftest import make_classifier, same_weights, tiny_network, weights
+from conftest import Standardise, make_classifier, same_weights, tiny_network, weights
 from torch import nn
 
 from art_fastat.attacks import GAAT, HMC, L2L, RNNOptimizer
@@ -267,7 +267,7 @@ def batch(digits):
 def test_torchattacks_normalisation_round_trip_is_accepted_and_a_refusal_leaves_the_attack_usable(name, batch):
     x, y = batch
     mean, std = [0.3], [0.7]
-    network = nn.Sequential(_Normalise(mean[0], std[0]), tiny_network())
+    network = nn.Sequential(Standardise(mean[0], std[0]), tiny_network())
     attack = ATTACKS[name](network)
     attack.set_normalization_used(mean, std)
     adversarial = attack(attack.normalize(x), y)  # torchattacks inverts it inside __call__: a few ulps outside [0, 1]
@@ -277,15 +277,6 @@ def test_torchattacks_normalisation_round_trip_is_accepted_and_a_refusal_leaves_
         attack(attack.normalize(x + 2.0), y)
     assert attack._normalization_applied and network.training  # what torchattacks set on the way in is back
     assert attack(attack.normalize(x), y).shape == x.shape  # still usable
-
-
-class _Normalise(nn.Module):
-    def __init__(self, mean: float, std: float) -> None:
-        super().__init__()
-        self.mean, self.std = mean, std
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
 
 
 @pytest.mark.parametrize("name", list(ATTACKS))
