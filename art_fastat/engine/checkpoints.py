@@ -125,7 +125,7 @@ def capture(trainer: AdversarialTrainerBase, epochs_done: int) -> dict[str, Any]
     torch.distributed every rank's random streams and method state (Free's perturbation, ATCD's chain, ...) are
     gathered into the state (a collective call: every rank must make it).
     """
-    schedule = trainer.lr_schedule
+    schedule, rank_state = trainer.lr_schedule, _rank_state(trainer)
     state = {
         "format": FORMAT,
         "method": trainer.method,
@@ -139,12 +139,10 @@ def capture(trainer: AdversarialTrainerBase, epochs_done: int) -> dict[str, Any]
         "history": trainer.history,
         "plan": trainer._plan,
         "guards": trainer.guards.state_dict(),
-        **_rank_state(trainer),
+        **rank_state,
     }
     if trainer.process.distributed:
-        state.update(
-            ranks=trainer.process.gather(_rank_state(trainer)), shuffle_generator=trainer.shuffle_generator.get_state()
-        )
+        state.update(ranks=trainer.process.gather(rank_state), shuffle_generator=trainer.shuffle_generator.get_state())
     return state
 
 
