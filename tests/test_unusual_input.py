@@ -132,6 +132,9 @@ def test_a_checkpoint_dir_that_cannot_be_written_is_refused_before_training(meth
         refused(lambda c=classifier, d=directory: trainer(method, c, checkpoint_dir=d), {"x": x, "y": y},
                 ValueError, f"checkpoint_dir .*{message}", classifier)  # fmt: skip
     assert a_file.read_text() == "not a directory" and sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
+    with pytest.raises(ValueError, match="x must lie inside"):  # a later refusal leaves no checkpoint_dir behind
+        trainer(method, make_classifier(), checkpoint_dir=tmp_path / "fresh").fit(x + 2, y)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
 
 
 def write_checkpoint(method: str, classifier: PyTorchClassifier, directory, x, y, **options: object) -> None:

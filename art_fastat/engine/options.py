@@ -123,6 +123,8 @@ def check_fit_arguments(
         x_val, y_val = check_data(*validation_data, trainer.classifier, "validation_data x", "validation_data y")
         subset = slice(0, trainer.validation_size)
         validation = tuple(torch.from_numpy(v[subset]).to(trainer.device) for v in (x_val, y_val))
+    if caller == "fit_generator" and trainer.overfitting_guard is not None and validation_data is None:
+        raise ValueError("overfitting_guard needs fit_generator(..., validation_data=(x_val, y_val)) to watch")
     if trainer.checkpoint_dir is not None:
         check_checkpoint_dir(trainer.checkpoint_dir, trainer.rank)
         if not trainer.resume and trainer.checkpoint_path.exists():
@@ -133,14 +135,17 @@ def check_fit_arguments(
 
 def check_checkpoint_dir(directory: Path, rank: int = 0) -> None:
     """
-    Refuse, before training, a checkpoint directory that cannot be created or written (e.g. a file, or read-only),
-    rather than after the first epoch. Creates the directory (as the first checkpoint would).
+    Refuse, before training, a checkpoint directory that cannot be created or written (e.g. a file, or below one, or
+    read-only), rather than after the first epoch. Nothing is left behind: the probe file is written in the directory
+    or its nearest existing ancestor and removed again; the first checkpoint creates the directory.
     """
     if directory.exists() and not directory.is_dir():
         raise ValueError(f"checkpoint_dir {directory} is a file, not a directory")
-    probe = directory / f".write-test-{rank}"
+    existing = next(folder for folder in (directory, *directory.absolute().parents) if folder.exists())
+    probe = existing / f".art_fastat-write-test-{rank}"
     try:
-        directory.mkdir(parents=True, exist_ok=True)
+        if not existing.is_dir():
+            raise NotADirectoryError(f"{existing} is a file")
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as error:

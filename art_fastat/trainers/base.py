@@ -216,8 +216,9 @@ class AdversarialTrainerBase(TrainingMethod, Trainer):
         x, labels = check_data(x, y, self._classifier)
         smallest = self._smallest_batch
         if len(x) < self.world_size * smallest:
-            raise ValueError(f"x must hold at least {smallest} sample(s) per rank{self._smallest_reason}: {len(x)} "
-                             f"samples for {self.world_size} process(es)")  # fmt: skip
+            reason = " (the network has BatchNorm)" if smallest > 1 else ""
+            raise ValueError(f"x must hold at least {smallest} sample(s) per rank{reason}: {len(x)} samples for "
+                             f"{self.world_size} process(es)")  # fmt: skip
         check_network(self, x)
         x_all, y_all = torch.from_numpy(x).to(self.device), torch.from_numpy(labels).to(self.device)
         source = InMemorySource(x_all, y_all, arguments.batch_size, self.shuffle_generator, self.rank,
@@ -247,8 +248,6 @@ class AdversarialTrainerBase(TrainingMethod, Trainer):
         if not isinstance(generator, DataGenerator):
             raise TypeError(f"generator must be an art.data_generators.DataGenerator, got {type(generator).__name__}")
         arguments = check_fit_arguments(self, "fit_generator", kwargs, 1, nb_epochs, validation_data)
-        if self.overfitting_guard is not None and validation_data is None:
-            raise ValueError("overfitting_guard needs fit_generator(..., validation_data=(x_val, y_val)) to watch")
 
         checked_network = []
 
@@ -267,10 +266,6 @@ class AdversarialTrainerBase(TrainingMethod, Trainer):
     def _smallest_batch(self) -> int:
         """Fewest samples per rank in a minibatch: 2 with BatchNorm (train mode cannot normalise one sample)."""
         return 2 if self.step.batch_norms else 1
-
-    @property
-    def _smallest_reason(self) -> str:
-        return " (the network has BatchNorm)" if self.step.batch_norms else ""
 
     def predict(self, x: np.ndarray, **kwargs: Any) -> np.ndarray:
         """
