@@ -182,3 +182,76 @@ def check_attack_inputs(images: Any, labels: Any, device: Any) -> tuple[Any, Any
             f"{float(images.max()):g}"
         )
     return images.detach().clamp(0, 1).to(device), labels
+
+
+def check_tensor_data(
+    x: Any, y: Any, classifier: Any, low: Any, high: Any, x_name: str = "x", y_name: str = "y"
+) -> tuple[Any, Any]:
+    """
+    :func:`check_data` for a batch of torch tensors (a ``DataLoader``'s batch), checked where it lies with torch
+    operations only: no numpy conversion, no copy of ``x``. numpy arrays (e.g. from a custom ``collate_fn``) are
+    wrapped without a copy.
+
+    :param x: Inputs, shape ``(n,) + classifier.input_shape``, a floating or integer dtype, inside ``(low, high)``.
+    :param y: Integer labels ``(n,)`` or one-hot labels ``(n, nb_classes)``.
+    :param classifier: An ART ``PyTorchClassifier``.
+    :param low: Lower clip bound: a float or a tensor broadcastable to ``x`` (``_classifier.clip_bounds``).
+    :param high: Upper clip bound, likewise.
+    :return: ``(x unchanged, int64 labels of shape (n,))``.
+    """
+    import torch
+
+    x, y = (torch.as_tensor(v) if isinstance(v, np.ndarray) else v for v in (x, y))
+    input_shape = tuple(classifier.input_shape)
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{x_name} must be a torch.Tensor of shape (n,) + {input_shape}, got {type(x).__name__}")
+    if x.dtype == torch.bool or x.is_complex() or x.is_quantized:
+        raise TypeError(f"{x_name} must have a numeric dtype (float32 expected), got {x.dtype}")
+    if x.ndim != len(input_shape) + 1 or tuple(x.shape[1:]) != input_shape:
+        raise ValueError(f"{x_name} must have shape (n,) + {input_shape}, got {tuple(x.shape)}")
+    if len(x) == 0:
+        raise ValueError(f"{x_name} must hold at least one sample, got an empty tensor of shape {tuple(x.shape)}")
+    smallest, largest = (float(value) for value in torch.aminmax(x))  # one pass; NaN propagates, inf shows
+    if not (np.isfinite(smallest) and np.isfinite(largest)):
+        raise ValueError(f"{x_name} must be finite: it holds {int((~torch.isfinite(x)).sum())} NaN or inf values")
+    if isinstance(low, torch.Tensor) or isinstance(high, torch.Tensor):  # per-feature bounds
+        low, high = (torch.as_tensor(bound, device=x.device) for bound in (low, high))
+        outside = bool(((x < low - CLIP_TOLERANCE) | (x > high + CLIP_TOLERANCE)).any())
+        described = [f"[{float(bound.min()):g}, {float(bound.max()):g}]" for bound in (low, high)]
+    else:
+        outside = smallest < low - CLIP_TOLERANCE or largest > high + CLIP_TOLERANCE
+        described = [f"{low:g}", f"{high:g}"]
+    if outside:
+        raise ValueError(f"{x_name} must lie inside the classifier's clip_values {described[0]}..{described[1]}, "
+                         f"got values in {smallest:g}..{largest:g}")  # fmt: skip
+    return x, check_tensor_labels(y, len(x), classifier.nb_classes, y_name)
+
+
+def check_tensor_labels(y: Any, n: int, nb_classes: int, name: str = "y") -> Any:
+    """
+    :func:`check_labels` for a torch tensor, with torch operations only.
+
+    :return: int64 labels of shape ``(n,)`` on ``y``'s device.
+    """
+    import torch
+
+    if not isinstance(y, torch.Tensor) or y.dtype == torch.bool or y.is_complex():
+        described = y.dtype if isinstance(y, torch.Tensor) else type(y).__name__
+        raise TypeError(f"{name} must be a torch.Tensor of integer labels or one-hot rows, got {described}")
+    if y.ndim == 2 and y.shape[1] == nb_classes:
+        rows_sum_to_one = bool(torch.isclose(y.double().sum(dim=1), y.new_ones((), dtype=torch.float64)).all())
+        if not rows_sum_to_one or not bool(((y == 0) | (y == 1)).all()):
+            raise ValueError(f"{name} given as a 2-D tensor must be one-hot rows of length {nb_classes}")
+        labels = y.argmax(dim=1)
+    elif y.ndim == 1:
+        if y.is_floating_point() and not bool((torch.isfinite(y) & (y == y.round())).all()):
+            raise ValueError(f"{name} must hold integer class indices, got non-integer values")
+        labels = y.long()
+    else:
+        raise ValueError(f"{name} must have shape ({n},) or ({n}, {nb_classes}), got {tuple(y.shape)}")
+    if len(labels) != n:
+        raise ValueError(f"{name} must label every input: expected {n} labels, got {len(labels)}")
+    low, high = int(labels.min()), int(labels.max())
+    if low < 0 or high >= nb_classes:
+        raise ValueError(f"{name} must be class indices in [0, {nb_classes - 1}], got {low}..{high}")
+    return labels

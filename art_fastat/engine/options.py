@@ -152,13 +152,13 @@ def check_checkpoint_dir(directory: Path, rank: int = 0) -> None:
         raise ValueError(f"checkpoint_dir {directory} cannot be written: {error}") from error
 
 
-def check_network(trainer: AdversarialTrainerBase, x: np.ndarray) -> None:
+def check_network(trainer: AdversarialTrainerBase, x: np.ndarray | torch.Tensor) -> None:
     """
     One forward pass of one sample in eval mode, without gradients and unseen by the network's hooks (it is not a
     training pass): refuses a network that cannot take the data (e.g. float64 parameters for float32 inputs) or whose
     output is not ``nb_classes`` logits, before anything changes.
 
-    :param x: At least one checked input.
+    :param x: At least one checked input (a numpy array, or a tensor of a ``DataLoader`` batch).
     """
     network, nb_classes = trainer.network, trainer.classifier.nb_classes
     modules = list(network.modules())
@@ -167,7 +167,8 @@ def check_network(trainer: AdversarialTrainerBase, x: np.ndarray) -> None:
         for module in modules:
             module.training, module._forward_hooks, module._forward_pre_hooks = False, OrderedDict(), OrderedDict()
         with torch.no_grad():
-            logits = trainer.model(torch.from_numpy(x[:1]).to(trainer.device))
+            sample = x[:1] if isinstance(x, torch.Tensor) else torch.from_numpy(x[:1])
+            logits = trainer.model(sample.to(trainer.device, torch.float32))
     except RuntimeError as error:
         dtypes = sorted({str(p.dtype) for p in network.parameters()})
         raise ValueError(

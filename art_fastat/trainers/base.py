@@ -25,10 +25,10 @@ from art.defences.trainer import Trainer
 from tqdm.auto import tqdm
 
 from art_fastat._classifier import check_classifier, clip_bounds, input_space_model
-from art_fastat._validation import check_data
+from art_fastat._validation import check_data, check_tensor_data
 from art_fastat.engine import checkpoints
 from art_fastat.engine.augmentation import Augmentation
-from art_fastat.engine.data import GeneratorSource, InMemorySource, augmented
+from art_fastat.engine.data import GeneratorSource, InMemorySource, StreamSource, augmented
 from art_fastat.engine.distributed import ProcessSetup
 from art_fastat.engine.guards import Guards, load_snapshot, snapshot
 from art_fastat.engine.history import EpochTotals, format_record
@@ -234,20 +234,42 @@ class AdversarialTrainerBase(TrainingMethod, Trainer):
         **kwargs: Any,
     ) -> list[dict[str, float]]:
         """
-        Train the classifier in place from an ART ``DataGenerator``; each batch is checked before it is used.
+        Train the classifier in place from an ART ``DataGenerator``; each batch is checked before it is trained on.
 
-        :param generator: An ``art.data_generators.DataGenerator`` yielding numpy or torch ``(x, y)`` batches.
-        :param nb_epochs: Number of epochs (``generator.size / generator.batch_size`` batches each).
+        An ``art.data_generators.PyTorchDataGenerator`` is streamed from its ``DataLoader`` (``generator.iterator``,
+        :class:`~art_fastat.engine.data.StreamSource`): its batches stay torch tensors (checked with torch operations,
+        no numpy round trip) and go to the classifier's device with ``non_blocking=True``, from pinned memory on CUDA.
+        For a map-style ``Dataset`` loaded with ``shuffle=True``, ``shuffle=False`` or a ``DistributedSampler``, the
+        engine plans each epoch as :meth:`fit` does: the order is drawn from the trainer's seed (two runs with one
+        seed are identical; a DataLoader over the arrays of :meth:`fit` trains exactly as :meth:`fit` with the
+        loader's ``batch_size``), nothing is dropped, and under torch.distributed every rank loads its own shard of
+        each global minibatch of ``batch_size`` per rank (every sample once per epoch over all ranks). Other loaders
+        (an ``IterableDataset``, a custom sampler) are used as they are in one process and refused under
+        torch.distributed. The dataset's first sample is checked with the network before anything changes (for a
+        loader used as it is: its first batch, when it arrives). Resume restores the state at the end of the last
+        complete epoch and continues with the next epoch's order (a stream resumes at an epoch boundary); with the
+        engine's order the resumed run is bit-identical to an uninterrupted one.
+
+        Any other ``DataGenerator`` gives ``generator.size / generator.batch_size`` batches per epoch through its
+        ``get_batch``, each converted to numpy and checked; its sharding under torch.distributed is the user's.
+
+        :param generator: An ``art.data_generators.DataGenerator`` yielding numpy or torch ``(x, y)`` batches; x
+                          inside ``clip_values`` (any numeric dtype, trained on as float32), y integer or one-hot.
+        :param nb_epochs: Number of epochs (passes over a ``DataLoader``; ``generator.size / generator.batch_size``
+                          batches of another generator).
         :param validation_data: Optional ``(x_val, y_val)``, as in :meth:`fit` (what the overfitting guard and early
                                 stopping watch here).
         :param kwargs: ``verbose`` overrides the constructor's value.
         :return: The per-epoch history.
         """
-        from art.data_generators import DataGenerator
+        from art.data_generators import DataGenerator, PyTorchDataGenerator
 
         if not isinstance(generator, DataGenerator):
             raise TypeError(f"generator must be an art.data_generators.DataGenerator, got {type(generator).__name__}")
         arguments = check_fit_arguments(self, "fit_generator", kwargs, 1, nb_epochs, validation_data)
+        if isinstance(generator, PyTorchDataGenerator):
+            source = self._stream_source(generator)
+            return self._train(source, arguments.nb_epochs, arguments.validation, arguments.verbose)
 
         checked_network = []
 
@@ -261,6 +283,30 @@ class AdversarialTrainerBase(TrainingMethod, Trainer):
 
         source = GeneratorSource(generator, to_device, self._smallest_batch)
         return self._train(source, arguments.nb_epochs, arguments.validation, arguments.verbose)
+
+    def _stream_source(self, generator: Any) -> StreamSource:
+        """``fit_generator``'s source for a ``PyTorchDataGenerator``, its loader and first sample checked."""
+        loader = generator.iterator
+        size = len(loader.dataset) if hasattr(loader.dataset, "__len__") else generator.size
+        if (generator.size, generator.batch_size) != (size, loader.batch_size):
+            logger.warning("%s: the PyTorchDataGenerator says size=%s, batch_size=%s; the DataLoader's own dataset "
+                           "and batch_size are used", self.method, generator.size, generator.batch_size)  # fmt: skip
+        low, high = clip_bounds(self._classifier, torch.device("cpu"))
+        checked_network = []
+
+        def check(x: Any, y: Any) -> tuple[torch.Tensor, torch.Tensor]:
+            x, labels = check_tensor_data(x, y, self._classifier, low, high, "generator batch x", "generator batch y")
+            if not checked_network:  # the first batch, before anything is trained on it
+                check_network(self, x)
+                checked_network.append(True)
+            return x, labels
+
+        source = StreamSource(loader, self.device, self.shuffle_generator, check, self.rank, self.world_size,
+                              self._smallest_batch)  # fmt: skip
+        probe = source.probe()
+        if probe is not None:
+            check(*probe)
+        return source
 
     @property
     def _smallest_batch(self) -> int:
@@ -279,7 +325,7 @@ class AdversarialTrainerBase(TrainingMethod, Trainer):
 
     def _train(
         self,
-        source: InMemorySource | GeneratorSource,
+        source: InMemorySource | GeneratorSource | StreamSource,
         nb_epochs: int,
         validation: tuple[torch.Tensor, torch.Tensor] | None,
         verbose: bool,
