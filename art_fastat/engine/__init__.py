@@ -3,7 +3,7 @@ The parts of the training engine, one job each; :class:`~art_fastat.trainers.bas
 them into ``fit`` and ``fit_generator``.
 
 - :mod:`~art_fastat.engine.options`: pre-flight checks of every option and ``fit`` argument.
-- :mod:`~art_fastat.engine.data`: device batches, seeded shuffling, per-rank shards.
+- :mod:`~art_fastat.engine.data`: device batches, seeded shuffling, per-rank shards, torch DataLoader streams.
 - :mod:`~art_fastat.engine.augmentation`: on-device augmentation of the training minibatches (``CropFlip``).
 - :mod:`~art_fastat.engine.step`: the forward pass (preprocessing, mixed precision), attack mode, weight update.
 - :mod:`~art_fastat.engine.history`: the per-epoch records.
