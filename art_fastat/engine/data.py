@@ -202,7 +202,7 @@ class StreamSource:
       engine cannot give each rank a disjoint shard and the same number of steps.
 
     The loader is rebuilt with ``pin_memory=True`` when the device is CUDA (pinning is useless on CPU: off there),
-    and with ``in_order=True`` (the loss weights follow the steps' order).
+    and with ``in_order=True`` where torch has it (2.6 on; the loss weights follow the steps' order).
     """
 
     def __init__(
@@ -230,7 +230,9 @@ class StreamSource:
         self.shuffle = engine_order(loader)
         self.dataset = loader.dataset
         settings = {name: getattr(loader, name) for name in LOADER_SETTINGS}
-        settings.update(pin_memory=device.type == "cuda", in_order=True)
+        settings["pin_memory"] = device.type == "cuda"
+        if hasattr(loader, "in_order"):  # torch >= 2.6
+            settings["in_order"] = True
         if self.shuffle is None:
             if world_size > 1:
                 raise ValueError(
