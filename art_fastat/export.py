@@ -79,8 +79,8 @@ ARCHITECTURES: dict[str, str] = {
 
 #: Per protocol: RobustBench's dataset name, the Hub dataset id (None: not on the Hub) and the test images it uses.
 DATASETS: dict[str, tuple[str, str | None, str]] = {
-    "digits": ("digits", None, "scikit-learn's 8x8 digits shuffled with RandomState(0), images 1500-1796"),
-    "mnist10k": ("mnist", "mnist", "the MNIST test set, images 8000-9999 (protocol P1 trains on images 0-7999)"),
+    "digits": ("digits", None, "the P0 test split (sklearn digits shuffled with RandomState(0), images 1500-1796)"),
+    "mnist10k": ("mnist", "mnist", "the P1 test split (MNIST test images 8000-9999; P1 trains on images 0-7999)"),
     "cifar10": ("cifar10", "cifar10", "the CIFAR-10 test set"),
 }
 
@@ -328,8 +328,8 @@ def model_info(
     if report is None:
         evaluated = "not evaluated (no report.json in the run)"
     else:
-        evaluated = (f"evaluated on {report['n']} test images (the first of {test_images}) with "
-                     f"{', '.join(robust) or 'no attack'}; reported: the worst case over these attacks")  # fmt: skip
+        evaluated = (f"evaluated on the first {report['n']} images of {test_images}, attacks: "
+                     f"{_attacks_described(report)}; reported: the worst case over these attacks")  # fmt: skip
     return {
         "link": link,
         "name": title,
@@ -345,6 +345,25 @@ def model_info(
         "autoattack_acc": robustbench_accuracy(robust.get("autoattack")),
         "footnote": f"{trained}); {evaluated}.",
     }
+
+
+def _attacks_described(report: dict[str, Any]) -> str:
+    """The attacks of a report with their settings, e.g. ``ART PGD-50 (step 0.01, 10 random starts)``."""
+    settings = report.get("settings", {})
+    described = []
+    for attack in report["robust_accuracy"]:
+        options = settings.get(attack, {})
+        if attack == "pgd" and {"max_iter", "eps_step", "num_random_init"} <= options.keys():
+            starts = options["num_random_init"]
+            described.append(f"ART PGD-{options['max_iter']} (step {options['eps_step']:g}, {starts} random "
+                             f"start{'' if starts == 1 else 's'})")  # fmt: skip
+        elif attack == "cw":
+            described.append("ART Carlini-Wagner L-inf")
+        elif attack == "autoattack":
+            described.append(f"AutoAttack ({options['version']})" if "version" in options else "AutoAttack")
+        else:
+            described.append(attack)
+    return ", ".join(described) or "no attack"
 
 
 def model_card(config: dict[str, Any], info: dict[str, Any], report: dict[str, Any] | None, license: str) -> str:
@@ -407,8 +426,9 @@ def model_card(config: dict[str, Any], info: dict[str, Any], report: dict[str, A
         "",
     ]
     if rows:
-        lines += [f"Accuracy in percent on {report['n']} test images ({test_images}; the first of them), "
-                  f"L-inf eps = {info['eps']}:", "", "| | accuracy |", "|---|---:|"]  # fmt: skip
+        lines += [f"Accuracy in percent on the first {report['n']} images of {test_images}, L-inf eps = "
+                  f"{info['eps']}; attacks: {_attacks_described(report)}.", "", "| | accuracy |",
+                  "|---|---:|"]  # fmt: skip
         lines += [f"| {name} | {value:.2f} |" for name, value in rows]
         lines += ["", *(f"**Warning:** {flag}" for flag in report.get("flags", []))]
     else:

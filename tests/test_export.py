@@ -67,7 +67,8 @@ def test_model_info_is_robustbench_s_entry_with_the_run_s_numbers(run, exported)
     assert info["reported"] == f"{100 * report['worst_case_accuracy']:.2f}"
     assert info["autoattack_acc"] is None  # the run ran PGD only
     assert info["additional_data"] is False and info["number_forward_passes"] == 1
-    assert "protocol digits" in info["footnote"] and "20 test images" in info["footnote"]
+    assert "protocol digits" in info["footnote"] and "first 20 images of the P0 test split" in info["footnote"]
+    assert "ART PGD-50 (step 0.02, 1 random start)" in info["footnote"]
 
 
 def test_the_readme_is_a_hub_model_card(run, exported):
@@ -115,7 +116,7 @@ def test_robustbench_formats():
     info = model_info("fast", "cifar10", "preact_resnet18", 8 / 255, report, 15, seed=0)
     assert (info["eps"], info["dataset"], info["architecture"]) == ("8/255", "cifar10", "PreActResNet-18")
     assert (info["clean_acc"], info["autoattack_acc"], info["reported"]) == ("83.34", "43.21", "43.02")
-    assert "10000 test images" in info["footnote"] and "15 epochs" in info["footnote"]
+    assert "first 10000 images of the CIFAR-10 test set" in info["footnote"] and "15 epochs" in info["footnote"]
     assert "1 epoch," in model_info("fast", "digits", "digits_cnn", 0.2, report, 1, seed=0)["footnote"]
 
 
