@@ -1,8 +1,9 @@
 """
 art_fastat: fast adversarial training methods as native ART trainers, on one device-agnostic PyTorch engine.
 
-``art_fastat.trainers`` holds the trainers, ``art_fastat.attacks`` the torchattacks-compatible attacks and
-``art_fastat.evaluate`` evaluates a classifier with ART's PGD and CW and with AutoAttack.
+``art_fastat.trainers`` holds the trainers, ``art_fastat.attacks`` the torchattacks-compatible attacks,
+``art_fastat.evaluate`` evaluates a classifier with ART's PGD and CW and with AutoAttack, ``art_fastat.load_model``
+reads a model exported by ``art-fastat export`` and ``art_fastat.TensorBoardLogger`` monitors a fit.
 """
 
 import logging
@@ -10,6 +11,8 @@ from typing import Any
 
 from art_fastat import attacks
 from art_fastat._classifier import input_space_model
+from art_fastat.export import export_run, load_classifier, load_model
+from art_fastat.monitoring import TensorBoardLogger
 from art_fastat.trainers import (
     AdversarialTrainerATCD,
     AdversarialTrainerATLAS,
@@ -49,8 +52,12 @@ __all__ = [
     "AdversarialTrainerPGD",
     "NaturalTrainer",
     "RobustnessReport",
+    "TensorBoardLogger",
     "attacks",
     "evaluate",
+    "export_run",
     "input_space_model",
+    "load_classifier",
+    "load_model",
     "__version__",
 ]

@@ -1,7 +1,8 @@
 """
 Command line: ``art-fastat train`` trains a method under a benchmark protocol and evaluates it; ``art-fastat
 evaluate`` evaluates saved weights; ``art-fastat bench`` trains and evaluates several methods and writes a leaderboard
-(:mod:`art_fastat.bench`). Methods come from :data:`art_fastat.trainers.TRAINERS`, so a new trainer is
+(:mod:`art_fastat.bench`); ``art-fastat export`` writes a run's model as a folder to publish
+(:mod:`art_fastat.export`). Methods come from :data:`art_fastat.trainers.TRAINERS`, so a new trainer is
 available here once registered there; its own arguments are passed as ``--option name=value``.
 """
 
@@ -145,6 +146,8 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument("--option", action="append", default=[], metavar="NAME=VALUE", help="method argument")
     train.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint if present")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.add_argument("--tensorboard", type=_directory, metavar="DIR",
+                       help="write the per-epoch history to TensorBoard files in DIR (needs tensorboard)")  # fmt: skip
     train.add_argument("--out", type=_directory, required=True, help="output directory")
 
     evaluate = commands.add_parser("evaluate", help="evaluate saved weights under a protocol")
@@ -163,7 +166,19 @@ def _build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--quiet", action="store_true", help="no progress bars")
     bench.add_argument("--out", type=_directory, required=True,
                        help="output directory (re-running skips finished methods)")  # fmt: skip
+
+    export = commands.add_parser("export", help="write a run's model as a folder to publish on the Hugging Face Hub")
+    export.add_argument("run_dir", type=_existing_directory, metavar="RUN_DIR", help="a directory of train or bench")
+    export.add_argument("--out", type=_directory, required=True, help="the folder to write")
+    export.add_argument("--force", action="store_true", help="replace --out if it is not empty")
+    export.add_argument("--license", default="mit", help="license id in the model card (default: mit)")
     return parser
+
+
+def _existing_directory(text: str) -> str:
+    if not Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text} does not exist or is not a directory")
+    return text
 
 
 def _parse_methods(text: str) -> tuple[str, ...]:
@@ -183,12 +198,25 @@ def _train(args: argparse.Namespace) -> None:
 
     protocol = get_protocol(args.protocol)
     data = protocol.load(args.data_dir)
+    callbacks = []
+    if args.tensorboard is not None:
+        from art_fastat.monitoring import TensorBoardLogger
+
+        try:
+            callbacks.append(TensorBoardLogger(args.tensorboard))
+        except ImportError as error:
+            raise UsageError(f"art-fastat train: error: --tensorboard: {error}") from error
     device, _ = _join_torchrun(args.device)
-    run = run_method(
-        args.method, protocol=protocol, data=data, out=Path(args.out), eps=args.eps, device=device, seed=args.seed,
-        lr=args.lr, batch_size=args.batch_size, epochs=args.epochs, options=parse_options(args.option),
-        resume=args.resume, attacks=args.attacks, n_eval=args.n_eval, verbose=not args.quiet,
-    )  # fmt: skip
+    try:
+        run = run_method(
+            args.method, protocol=protocol, data=data, out=Path(args.out), eps=args.eps, device=device,
+            seed=args.seed, lr=args.lr, batch_size=args.batch_size, epochs=args.epochs,
+            options=parse_options(args.option), resume=args.resume, attacks=args.attacks, n_eval=args.n_eval,
+            verbose=not args.quiet, callbacks=callbacks,
+        )  # fmt: skip
+    finally:
+        for callback in callbacks:
+            callback.close()
     if run.report is None:  # under torchrun, rank 0 writes and evaluates; the ranks hold identical weights
         return
     print(f"## {args.method} on {protocol.name} (eps={run.eps:g}): {run.training_seconds:.1f} s of training\n")
@@ -240,6 +268,14 @@ def _evaluate(args: argparse.Namespace) -> None:
     print(report.to_markdown())
 
 
+def _export(args: argparse.Namespace) -> None:
+    from art_fastat.export import MODEL_INFO_FILE, export_run
+
+    out = export_run(args.run_dir, args.out, force=args.force, license=args.license)
+    print(f"Exported {args.run_dir} to {out}: {', '.join(sorted(p.name for p in out.iterdir()))}\n")
+    print((out / MODEL_INFO_FILE).read_text())
+
+
 def _bench(args: argparse.Namespace) -> None:
     from art_fastat.bench import bench
 
@@ -259,8 +295,8 @@ def main(argv: list[str] | None = None) -> None:
     args = _build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     try:
-        {"train": _train, "evaluate": _evaluate, "bench": _bench}[args.command](args)
-    except (ValueError, TypeError, FileNotFoundError) as error:  # refused before training: a usage error
+        {"train": _train, "evaluate": _evaluate, "bench": _bench, "export": _export}[args.command](args)
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError) as error:  # refused before training: usage error
         raise UsageError(f"art-fastat: error: {error}") from error
     except FloatingPointError as error:  # the run diverged (the engine restored the last good epoch and stopped)
         print(f"art-fastat: error: {error}", file=sys.stderr)

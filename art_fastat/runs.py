@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,6 +98,7 @@ def run_method(
     attacks: Sequence[str] = ATTACKS,
     n_eval: int | None = None,
     verbose: bool = True,
+    callbacks: Sequence[Callable[[Any, dict[str, Any]], Any]] = (),
 ) -> MethodRun:
     """
     Train ``method`` under ``protocol`` on a fresh classifier, save it to ``out`` and evaluate it there (see the
@@ -118,6 +119,8 @@ def run_method(
     :param attacks: Attacks of :func:`~art_fastat.evaluation.evaluate`.
     :param n_eval: Evaluate on the first ``n_eval`` test images (default: all).
     :param verbose: Progress bar over the batches.
+    :param callbacks: Per-epoch callbacks of the trainer's ``fit`` (e.g. a
+                      :class:`~art_fastat.monitoring.TensorBoardLogger`); not for the ART anchors.
     :return: The run; its ``report`` is None on the ranks other than 0 under torchrun, which write nothing.
     """
     if n_eval is not None:
@@ -130,6 +133,8 @@ def run_method(
     if method in ANCHORS:
         if options:
             raise ValueError(f"method {method!r} (an ART trainer) takes no options, got {options!r}")
+        if callbacks:
+            raise ValueError(f"method {method!r} (an ART trainer) takes no callbacks")
         options = {}
         trainer: Any = ARTAnchor(classifier, eps, method, protocol, seed)
     else:
@@ -143,6 +148,7 @@ def run_method(
         x_train, y_train, validation_data=(x_test, y_test),
         batch_size=protocol.batch_size if batch_size is None else batch_size,
         nb_epochs=protocol.nb_epochs if epochs is None else epochs,
+        **({"callbacks": list(callbacks)} if callbacks else {}),
     )  # fmt: skip
     wall_seconds = time.perf_counter() - started
     run = MethodRun(

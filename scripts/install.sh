@@ -15,5 +15,6 @@ pip_install() { .venv/bin/python -m pip --disable-pip-version-check -q install "
 pip_install "torch==2.13.0"
 pip_install -c <(echo "torch==2.13.0") \
     "numpy>=1.23" "adversarial-robustness-toolbox>=1.20" "pyautoattack>=0.2" "scikit-learn>=1.2" \
-    "tqdm>=4.60" "matplotlib>=3.6" "scipy" "pytest>=7" "ruff>=0.5" "mkdocs>=1.5"
+    "tqdm>=4.60" "matplotlib>=3.6" "safetensors>=0.4" "scipy" "pytest>=7" "ruff>=0.5" "mkdocs>=1.5" \
+    "tensorboard>=2.10"
 pip_install --no-deps "torchattacks>=3.5,<3.6" -e .

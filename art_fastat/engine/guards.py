@@ -55,7 +55,8 @@ class Guards:
 
     def reset(self) -> None:
         """Forget the previous ``fit``."""
-        #: Why training stopped early ("catastrophic_overfitting", "early_stopping") or None.
+        #: Why training stopped early ("catastrophic_overfitting", "early_stopping", "callback": set by the trainer
+        #: when a fit callback asks to stop) or None.
         self.stop_reason: str | None = None
         self.state: dict[str, Any] = {}
 

@@ -28,6 +28,7 @@ from art_fastat._classifier import check_classifier, clip_bounds, input_space_mo
 from art_fastat._validation import check_data, check_tensor_data
 from art_fastat.engine import checkpoints
 from art_fastat.engine.augmentation import Augmentation
+from art_fastat.engine.callbacks import Callback, check_callbacks, run_callbacks
 from art_fastat.engine.data import GeneratorSource, InMemorySource, StreamSource, augmented
 from art_fastat.engine.distributed import ProcessSetup
 from art_fastat.engine.guards import Guards, load_snapshot, snapshot
@@ -198,6 +199,7 @@ class AdversarialTrainerBase(TrainingMethod, Trainer):
         validation_data: tuple[np.ndarray, np.ndarray] | None = None,
         batch_size: int = 128,
         nb_epochs: int = 20,
+        callbacks: Callback | list[Callback] | None = None,
         **kwargs: Any,
     ) -> list[dict[str, float]]:
         """
@@ -209,10 +211,18 @@ class AdversarialTrainerBase(TrainingMethod, Trainer):
                                 samples are added to the history each epoch.
         :param batch_size: Minibatch size.
         :param nb_epochs: Number of epochs (passes over ``x``).
+        :param callbacks: Called after every epoch as ``callback(trainer, record)`` with the epoch's history record
+                          (complete: validation and guards included; read it, do not modify it), e.g. a
+                          :class:`~art_fastat.monitoring.TensorBoardLogger`; a callable or a list of them. A callback
+                          that returns True stops training after that epoch (``stop_reason`` ``"callback"``,
+                          ``callback_stop: 1`` in the record; the checkpoint records the stop, as for the guards).
+                          Under torch.distributed every rank calls them with the same record, and a stop on any rank
+                          stops all.
         :param kwargs: ``verbose`` overrides the constructor's value.
         :return: The per-epoch history (also kept in ``self.history``).
         """
         arguments = check_fit_arguments(self, "fit", kwargs, batch_size, nb_epochs, validation_data)
+        callbacks = check_callbacks(callbacks, "fit")
         x, labels = check_data(x, y, self._classifier)
         smallest = self._smallest_batch
         if len(x) < self.world_size * smallest:
@@ -224,13 +234,14 @@ class AdversarialTrainerBase(TrainingMethod, Trainer):
         source = InMemorySource(x_all, y_all, arguments.batch_size, self.shuffle_generator, self.rank,
                                 self.world_size, smallest)  # fmt: skip
         check = (x_all[: self.overfitting_check_size], y_all[: self.overfitting_check_size])
-        return self._train(source, arguments.nb_epochs, arguments.validation, arguments.verbose, check)
+        return self._train(source, arguments.nb_epochs, arguments.validation, arguments.verbose, check, callbacks)
 
     def fit_generator(
         self,
         generator: Any,
         nb_epochs: int = 20,
         validation_data: tuple[np.ndarray, np.ndarray] | None = None,
+        callbacks: Callback | list[Callback] | None = None,
         **kwargs: Any,
     ) -> list[dict[str, float]]:
         """
@@ -259,6 +270,7 @@ class AdversarialTrainerBase(TrainingMethod, Trainer):
                           batches of another generator).
         :param validation_data: Optional ``(x_val, y_val)``, as in :meth:`fit` (what the overfitting guard and early
                                 stopping watch here).
+        :param callbacks: Called after every epoch, as in :meth:`fit`.
         :param kwargs: ``verbose`` overrides the constructor's value.
         :return: The per-epoch history.
         """
@@ -267,9 +279,11 @@ class AdversarialTrainerBase(TrainingMethod, Trainer):
         if not isinstance(generator, DataGenerator):
             raise TypeError(f"generator must be an art.data_generators.DataGenerator, got {type(generator).__name__}")
         arguments = check_fit_arguments(self, "fit_generator", kwargs, 1, nb_epochs, validation_data)
+        callbacks = check_callbacks(callbacks, "fit_generator")
         if isinstance(generator, PyTorchDataGenerator):
             source = self._stream_source(generator)
-            return self._train(source, arguments.nb_epochs, arguments.validation, arguments.verbose)
+            return self._train(source, arguments.nb_epochs, arguments.validation, arguments.verbose,
+                               callbacks=callbacks)  # fmt: skip
 
         checked_network = []
 
@@ -282,7 +296,7 @@ class AdversarialTrainerBase(TrainingMethod, Trainer):
             return torch.from_numpy(x).to(self.device), torch.from_numpy(labels).to(self.device)
 
         source = GeneratorSource(generator, to_device, self._smallest_batch)
-        return self._train(source, arguments.nb_epochs, arguments.validation, arguments.verbose)
+        return self._train(source, arguments.nb_epochs, arguments.validation, arguments.verbose, callbacks=callbacks)
 
     def _stream_source(self, generator: Any) -> StreamSource:
         """``fit_generator``'s source for a ``PyTorchDataGenerator``, its loader and first sample checked."""
@@ -330,6 +344,7 @@ class AdversarialTrainerBase(TrainingMethod, Trainer):
         validation: tuple[torch.Tensor, torch.Tensor] | None,
         verbose: bool,
         check: tuple[torch.Tensor, torch.Tensor] | None = None,
+        callbacks: tuple[Callback, ...] = (),
     ) -> list[dict[str, float]]:
         """The epoch loop shared by ``fit`` and ``fit_generator``."""
         data_epochs = -(-nb_epochs // self.replays)
@@ -384,6 +399,9 @@ class AdversarialTrainerBase(TrainingMethod, Trainer):
             self.guards.after_epoch(record, last_good, robust_accuracy)
             self._end_epoch(record)
             self.history.append(record)
+            if callbacks and run_callbacks(self, callbacks, record) and self.stop_reason is None:
+                self.guards.stop_reason = "callback"
+                record["callback_stop"] = 1.0
             progress_bar.set_postfix(loss=f"{record.get('loss', 0):.3f}", acc=f"{record.get('accuracy', 0):.3f}")
             if self.rank == 0:
                 logger.info("%s epoch %d/%d: %s", self.method, epoch + 1, data_epochs, format_record(record))
@@ -409,7 +427,7 @@ class AdversarialTrainerBase(TrainingMethod, Trainer):
 
     @property
     def stop_reason(self) -> str | None:
-        """Why the last ``fit`` stopped early ("catastrophic_overfitting", "early_stopping") or None."""
+        """Why the last ``fit`` stopped early ("catastrophic_overfitting", "early_stopping", "callback") or None."""
         return self.guards.stop_reason
 
     def _current_eps(self) -> float:
