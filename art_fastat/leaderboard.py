@@ -168,8 +168,8 @@ def to_markdown(rows: Sequence[dict[str, Any]], protocol: Protocol) -> str:
     clean = sorted({n for row in rows for n in row["images"].get("clean", [])})
     lines = [
         f"Leaderboard: protocol {protocol.name}, L-inf eps = {protocol.eps:g}, accuracies in % (mean ± standard error "
-        f"over seeds), clean accuracy on {'/'.join(map(str, clean))} test images, each attack on the first images "
-        "per seed given in the last columns, worst case on the images every attack saw",
+        f"over seeds), clean accuracy on the first {'/'.join(map(str, clean))} test images, each attack on the first "
+        "images of its count in 'images per seed', the worst case on the images every attack saw",
         "",
         "| " + " | ".join(header) + " |",
         "|---:|---|---:|" + "---:|" * (len(header) - 5) + "---|---|",

@@ -5,7 +5,7 @@ directory:
 
 - ``model.pt``: the trained weights (``state_dict``);
 - ``config.json``: method, protocol, eps, seed, the trainer's options, processes, training and wall seconds, passes
-  per batch;
+  per batch, ``stop_reason`` (why a guard stopped training early, or null);
 - ``history.json``: the per-epoch history;
 - ``report.json`` and ``report.md``: the evaluation (:func:`art_fastat.evaluation.evaluate`);
 - ``checkpoint/``: the engine's checkpoint, written after every epoch (``resume=True`` continues from it).
