@@ -1,18 +1,26 @@
 """
-``art-fastat bench``: train every requested method under one benchmark protocol, evaluate each with
-:func:`art_fastat.evaluate` and write a RobustBench-style leaderboard (Markdown, JSON, CSV) with two plots: robust
-accuracy against training time with the Pareto front (``pareto.png``), and per-epoch training loss and validation PGD
-accuracy (``curves.png``).
+``art-fastat bench``: train every requested method under one benchmark protocol with one or more seeds, evaluate each
+run with :func:`art_fastat.evaluate`, and write (:mod:`art_fastat.leaderboard`) a RobustBench-style leaderboard of
+means and standard errors over the seeds (Markdown, JSON, CSV), the seed papers' relative claims measured on it
+(``claims.md``, ``claims.json``) and two plots: robust accuracy against training time with error bars and the Pareto
+front (``pareto.png``), and per-epoch training loss and validation PGD accuracy (``curves.png``).
 
 Every method runs with the protocol's model, optimizer, batch size, epochs, learning-rate schedule and eps warm-up
-(``shared/design/protocol.md``); its own arguments are the defaults of its trainer. ART's ``AdversarialTrainerMadryPGD``
-and ``AdversarialTrainerFBFPyTorch`` run beside them as external anchors (see :class:`~art_fastat.anchors.ARTAnchor`).
-Each method is trained, saved and evaluated by :func:`art_fastat.runs.run_method`, as ``art-fastat train`` does, in
-``DIR/<method>`` (``model.pt``, ``config.json``, ``history.json``, ``report.json``, ``report.md``).
+(``shared/design/protocol.md``); its own arguments are the defaults of its trainer. ART's
+``AdversarialTrainerMadryPGD``, ``AdversarialTrainerFBFPyTorch``, ``AdversarialTrainerTRADESPyTorch`` and
+``AdversarialTrainerAWPPyTorch`` run beside them as external anchors (see :class:`~art_fastat.anchors.ARTAnchor`).
+Each (method, seed) is trained, saved and evaluated by :func:`art_fastat.runs.run_method`, as ``art-fastat train``
+does, in ``DIR/seed-<seed>/<method>`` (``model.pt``, ``config.json``, ``history.json``, ``report.json``,
+``report.md``).
 
-Resumable: each method's result is written to ``DIR/<method>/result.json`` when it is finished, and a re-run skips
-the methods that have one; a method interrupted mid-training continues from its engine checkpoint
-(``DIR/<method>/checkpoint``).
+Evaluation: clean accuracy on the first ``n_eval`` test images (default all), each attack on the first
+``attack_sizes[attack]`` of them (default all), which may differ between the first seed and the others, so that the
+slow attacks (AutoAttack, CW) can run on fewer images and fewer for the later seeds.
+
+Resumable: each run's result is written to ``DIR/seed-<seed>/<method>/result.json`` when it is finished, and a re-run
+skips the runs that have one, re-evaluating (from ``model.pt``, without training) those whose evaluation lacks a
+requested attack or covers fewer images than requested; a run interrupted mid-training continues from its engine
+checkpoint (``checkpoint/``).
 """
 
 from __future__ import annotations
@@ -20,9 +28,9 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import math
+import numbers
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +38,20 @@ from tqdm.auto import tqdm
 
 from art_fastat._validation import check_choice, check_positive_int
 from art_fastat.anchors import ANCHORS
-from art_fastat.evaluation import ATTACKS, leaderboard_accuracies
+from art_fastat.evaluation import ATTACKS
+from art_fastat.leaderboard import (
+    COLUMNS,
+    claims_markdown,
+    csv_row,
+    image_counts,
+    leaderboard,
+    plot_curves,
+    plot_pareto,
+    relative_claims,
+    to_markdown,
+)
 from art_fastat.protocols import Protocol, get_protocol
-from art_fastat.runs import Data, run_method
+from art_fastat.runs import Data, evaluate_and_write, run_method
 from art_fastat.trainers import TRAINERS
 
 logger = logging.getLogger(__name__)
@@ -55,12 +74,6 @@ LABELS: dict[str, str] = {
     **{name: label for name, (label, _) in ANCHORS.items()},
 }
 
-#: Where a point's label goes, relative to the point, as more labelled points crowd it.
-LABEL_CORNERS = (((6, 5), "left"), ((-6, -13), "right"), ((6, -13), "left"), ((-6, 5), "right"))
-
-COLUMNS = ("rank", "method", "clean", "autoattack", "pgd", "cw", "worst_case", "training_seconds", "vs_rat",
-           "vs_natural", "passes_per_batch", "epochs")  # fmt: skip
-
 
 def bench_method(
     method: str,
@@ -72,169 +85,100 @@ def bench_method(
     seed: int,
     n_eval: int | None,
     attacks: Sequence[str],
+    attack_sizes: Mapping[str, int] | None = None,
     epochs: int | None,
     verbose: bool,
 ) -> dict[str, Any]:
     """
-    Train, save and evaluate one method under ``protocol`` with :func:`~art_fastat.runs.run_method`, in
-    ``out/<method>``.
+    Train, save and evaluate one method with one seed under ``protocol`` with :func:`~art_fastat.runs.run_method`,
+    in ``out/<method>``.
 
-    :return: The method's result (its ``result.json``): label, training seconds, passes per batch, history and the
-             evaluation report.
+    :return: The run's result (its ``result.json``): method, label, seed, training seconds, passes per batch, epochs,
+             history, ``stop_reason`` (why a guard stopped training early, or None) and the evaluation report.
     """
     run = run_method(method, protocol=protocol, data=data, out=out / method, device=device, seed=seed,
-                     epochs=epochs, resume=True, attacks=attacks, n_eval=n_eval, verbose=verbose)  # fmt: skip
+                     epochs=epochs, resume=True, attacks=attacks, n_eval=n_eval, attack_sizes=attack_sizes,
+                     verbose=verbose)  # fmt: skip
     if run.report is None:
         raise RuntimeError("the bench runs in one process: ranks other than 0 of a process group evaluate nothing")
     return {
         "method": method,
         "label": LABELS.get(method, method),
         "protocol": protocol.name,
+        "seed": seed,
         "training_seconds": float(run.training_seconds),
         "passes_per_batch": float(run.passes_per_batch),
         "epochs": len(run.history),
+        "stop_reason": run.stop_reason,
         "history": run.history,
         "report": run.report.to_dict(),
     }
 
 
-def leaderboard(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+def check_seeds(seeds: Any) -> list[int]:
     """
-    RobustBench-style rows, best first: by AutoAttack accuracy when it was run, else by worst-case accuracy.
-    Accuracies in percent; ``vs_rat`` / ``vs_natural`` are training-time ratios to RAT (PGD-10) and to natural
-    training of the same run (None when that method was not run).
-
-    :param results: Results of :func:`bench_method`.
-    :return: The rows.
+    :param seeds: A non-empty sequence of integer seeds, e.g. ``(0, 1, 2)``.
+    :return: The seeds, without repeats, in the caller's order.
     """
-    seconds = {result["method"]: result["training_seconds"] for result in results}
-
-    def ratio(value: float, reference: str) -> float | None:
-        return round(value / seconds[reference], 2) if seconds.get(reference) else None
-
-    rows = []
-    for result in results:
-        rows.append({
-            "method": result["label"],
-            **leaderboard_accuracies(result["report"]),
-            "training_seconds": round(result["training_seconds"], 1),
-            "vs_rat": ratio(result["training_seconds"], "pgd"),
-            "vs_natural": ratio(result["training_seconds"], "natural"),
-            "passes_per_batch": result["passes_per_batch"],
-            "epochs": result["epochs"],
-        })  # fmt: skip
-    key = _robust_key(rows)
-    rows.sort(key=lambda row: (-row[key], -(row["pgd"] or 0.0), -row["clean"]))
-    for rank, row in enumerate(rows, start=1):
-        row["rank"] = rank
-    return [{column: row[column] for column in COLUMNS} for row in rows]
+    if isinstance(seeds, str | bytes) or not isinstance(seeds, Sequence) or not seeds:
+        raise TypeError(f"seeds must be a non-empty sequence of integers >= 0, e.g. (0, 1, 2), got {seeds!r}")
+    return list(dict.fromkeys(check_positive_int(seed, "seeds", minimum=0, maximum=2**32 - 1) for seed in seeds))
 
 
-def to_markdown(rows: Sequence[dict[str, Any]], protocol: Protocol, n: int) -> str:
-    """The leaderboard as a Markdown table."""
-
-    def cell(value: Any, suffix: str = "") -> str:
-        if value is None:
-            return "-"
-        return f"{value:g}{suffix}" if isinstance(value, float) else str(value)
-
-    header = ["#", "method", "clean", "AutoAttack", "PGD", "CW", "worst case", "train s", "vs RAT", "vs natural",
-              "passes/batch", "epochs"]  # fmt: skip
-    lines = [
-        f"Leaderboard: protocol {protocol.name}, L-inf eps = {protocol.eps:g}, {n} test images, accuracies in %",
-        "",
-        "| " + " | ".join(header) + " |",
-        "|---:|---|" + "---:|" * (len(header) - 2),
-    ]
-    for row in rows:
-        cells = [cell(row[column]) for column in COLUMNS]
-        cells[8], cells[9] = cell(row["vs_rat"], "x"), cell(row["vs_natural"], "x")
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def pareto_front(points: Sequence[tuple[float, float, str]]) -> list[tuple[float, float, str]]:
+def check_attack_sizes(attack_sizes: Any, attacks: Sequence[str]) -> tuple[dict[str, int], dict[str, int]]:
     """
-    :param points: ``(training seconds, robust accuracy, name)``.
-    :return: The points no other point beats on both (less or equal time and higher accuracy), fastest first.
+    :param attack_sizes: None, or a mapping from attacks in ``attacks`` to a number of test images (every seed) or a
+                         pair ``(first seed, other seeds)``.
+    :param attacks: The attacks the bench runs.
+    :return: The sizes of the first seed and those of the other seeds (attacks not named: absent, i.e. all images).
     """
-    front: list[tuple[float, float, str]] = []
-    best = -math.inf
-    for point in sorted(points, key=lambda p: (p[0], -p[1])):
-        if point[1] > best:
-            front.append(point)
-            best = point[1]
-    return front
+    first: dict[str, int] = {}
+    others: dict[str, int] = {}
+    if attack_sizes is None:
+        return first, others
+    if not isinstance(attack_sizes, Mapping):
+        raise TypeError(f"attack_sizes must be a mapping from attack names to a size or a pair of sizes, got "
+                        f"{attack_sizes!r}")  # fmt: skip
+    for name, size in attack_sizes.items():
+        if name not in attacks:
+            raise ValueError(f"attack_sizes names {name!r}, which is not among the attacks run: {', '.join(attacks)}")
+        pair = (size, size) if isinstance(size, numbers.Integral) else size
+        if isinstance(pair, str | bytes) or not isinstance(pair, Sequence) or len(pair) != 2:
+            raise ValueError(f"attack_sizes[{name!r}] must be an integer >= 1 or a pair (first seed, other seeds) "
+                             f"of them, got {size!r}")  # fmt: skip
+        first[name] = check_positive_int(pair[0], f"attack_sizes[{name!r}]")
+        others[name] = check_positive_int(pair[1], f"attack_sizes[{name!r}]")
+    return first, others
 
 
-def _robust_key(rows: Sequence[dict[str, Any]]) -> str:
-    """AutoAttack accuracy ranks the methods when it was run for all of them, else worst-case accuracy."""
-    return "autoattack" if all(row["autoattack"] is not None for row in rows) else "worst_case"
+def _covers(report: dict[str, Any], n: int, attacks: Sequence[str], sizes: Mapping[str, int]) -> bool:
+    """Whether a stored evaluation ran every requested attack on at least the requested numbers of images."""
+    counts = image_counts(report)
+    if counts["clean"] < n:
+        return False
+    return all(name in counts and counts[name] >= min(n, sizes.get(name, n)) for name in attacks)
 
 
-def plot_pareto(rows: Sequence[dict[str, Any]], path: Path, title: str) -> None:
-    """Robust accuracy against training seconds (log scale), every method a labelled point, the Pareto front drawn."""
-    import matplotlib
+def _reevaluate(
+    result: dict[str, Any],
+    directory: Path,
+    *,
+    protocol: Protocol,
+    data: Data,
+    device: str | None,
+    n_eval: int | None,
+    attacks: Sequence[str],
+    attack_sizes: Mapping[str, int],
+) -> dict[str, Any]:
+    """Evaluate the run's saved ``model.pt`` again with the requested attacks and sizes (no training)."""
+    from art_fastat.engine import read_model_state
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    robust_key = _robust_key(rows)
-    points = sorted((row["training_seconds"], row[robust_key], row["method"]) for row in rows)
-    front = pareto_front(points)
-    figure, axes = plt.subplots(figsize=(8.5, 5.5))
-    on_front = {name for _, _, name in front}
-    span = max(1e-9, max(p[1] for p in points) - min(p[1] for p in points))
-    placed: list[tuple[float, float]] = []
-    for seconds, robust, name in sorted(points, key=lambda p: -p[1]):
-        axes.scatter(seconds, robust, s=60, color="tab:red" if name in on_front else "tab:gray", zorder=3)
-        # labels of points close to ones already labelled (similar time and accuracy) take the next free corner
-        crowded = sum(abs(math.log(seconds / x)) < 0.4 and abs(robust - y) < 0.08 * span for x, y in placed)
-        (dx, dy), side = LABEL_CORNERS[crowded % len(LABEL_CORNERS)]
-        axes.annotate(name, (seconds, robust), textcoords="offset points", xytext=(dx, dy), ha=side, fontsize=9)
-        placed.append((seconds, robust))
-    axes.step([p[0] for p in front], [p[1] for p in front], where="post", color="tab:red", linewidth=1.5,
-              label="Pareto front: no method is both faster and more robust")  # fmt: skip
-    axes.set_xscale("log")
-    axes.set_xlabel("training time (s, log scale)")
-    axes.set_ylabel(f"{'AutoAttack' if robust_key == 'autoattack' else 'worst-case'} accuracy (%)")
-    axes.set_title(title)
-    axes.grid(True, which="both", alpha=0.3)
-    axes.legend(loc="lower right", fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-
-
-def plot_curves(results: Sequence[dict[str, Any]], path: Path, title: str) -> None:
-    """Per-epoch training loss and validation PGD accuracy of every method."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, (loss_axes, pgd_axes) = plt.subplots(1, 2, figsize=(14, 4.8))
-    colours = plt.get_cmap("tab20").colors
-    for index, result in enumerate(results):
-        history = result["history"]
-        epochs = [record["epoch"] for record in history]
-        style = {"color": colours[(2 * index) % 20 + (index // 10) % 2], "linestyle": ("-", "--", ":")[index % 3],
-                 "marker": "o", "markersize": 3, "label": result["label"]}  # fmt: skip
-        if all("loss" in record for record in history):
-            loss_axes.plot(epochs, [record["loss"] for record in history], **style)
-        if all("val_pgd_accuracy" in record for record in history):
-            pgd_axes.plot(epochs, [100 * record["val_pgd_accuracy"] for record in history], **style)
-    loss_axes.set(xlabel="epoch (pass over the data)", ylabel="training loss (on the method's own inputs)",
-                  title="training loss")  # fmt: skip
-    pgd_axes.set(xlabel="epoch (pass over the data)", ylabel="validation PGD-10 accuracy (%)",
-                 title="validation robustness")  # fmt: skip
-    for axes in (loss_axes, pgd_axes):
-        axes.grid(True, alpha=0.3)
-    pgd_axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
-    figure.suptitle(title)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    classifier = protocol.make_classifier(device, result.get("seed", 0))
+    classifier.model.load_state_dict(read_model_state(directory / "model.pt", classifier.device))
+    report = evaluate_and_write(classifier, protocol, data[2], data[3], protocol.eps, attacks=attacks,
+                                seed=result.get("seed", 0), n_eval=n_eval, attack_sizes=attack_sizes,
+                                out=directory)  # fmt: skip
+    return {**result, "report": report.to_dict()}
 
 
 def _write_atomically(path: Path, text: str) -> None:
@@ -249,27 +193,38 @@ def bench(
     methods: Sequence[str] = METHODS,
     data_dir: str | None = None,
     device: str | None = None,
-    seed: int = 0,
+    seeds: Sequence[int] = (0,),
     n_eval: int | None = None,
     attacks: Sequence[str] = ATTACKS,
+    attack_sizes: Mapping[str, int | Sequence[int]] | None = None,
     epochs: int | None = None,
     verbose: bool = True,
 ) -> list[dict[str, Any]]:
     """
-    Train and evaluate ``methods`` under ``protocol``; write ``leaderboard.md/.json/.csv``, ``pareto.png`` and
-    ``curves.png`` to ``out``. Methods with a ``result.json`` in ``out`` are not run again.
+    Train and evaluate ``methods`` under ``protocol`` with every seed of ``seeds``; write ``leaderboard.md/.json/.csv``,
+    ``claims.md/.json``, ``pareto.png`` and ``curves.png`` to ``out``. Runs with a ``result.json`` in ``out`` are not
+    trained again (see the module's description).
+
+    Seeds run one after another, every method of a seed before the next seed, so an interrupted bench has whole
+    seeds of the leaderboard first.
 
     :param protocol: ``"digits"``, ``"mnist10k"`` or ``"cifar10"``.
     :param out: Output directory.
-    :param methods: Method names: keys of :data:`art_fastat.trainers.TRAINERS` and ``"art-madry"``, ``"art-fbf"``.
+    :param methods: Method names: keys of :data:`art_fastat.trainers.TRAINERS` and of
+                    :data:`art_fastat.anchors.ANCHORS`.
     :param data_dir: Directory of the protocol's data files (mnist10k, cifar10).
     :param device: ``"cpu"``, ``"cuda"`` or None (CUDA when available).
-    :param seed: Seed of every method's initialisation, training and attacks.
+    :param seeds: The seeds, e.g. ``(0, 1, 2)``: each seeds one run of every method (initialisation, training and
+                  attacks); the leaderboard reports mean and standard error over them.
     :param n_eval: Evaluate on the first ``n_eval`` test images (default: all).
     :param attacks: Attacks of :func:`art_fastat.evaluate`.
+    :param attack_sizes: Run an attack on the first that many of those images only: an integer for every seed or a
+                         pair ``(first seed, other seeds)``, e.g. ``{"autoattack": (500, 200), "cw": (100, 50)}``;
+                         attacks not named run on every image. The worst case of a run is taken over the images all
+                         its attacks saw.
     :param epochs: Epochs of every method (default: the protocol's).
-    :param verbose: Progress bars over methods and over each method's batches.
-    :return: The leaderboard rows.
+    :param verbose: Progress bars over runs and over each run's batches.
+    :return: The leaderboard rows (:func:`art_fastat.leaderboard.leaderboard`).
     """
     settings = get_protocol(protocol)
     methods = list(dict.fromkeys(methods))
@@ -277,37 +232,60 @@ def bench(
         raise ValueError(f"methods must name at least one of {', '.join(METHODS)}")
     for method in methods:
         check_choice(method, "methods", METHODS)
+    seeds = check_seeds(seeds)
     if n_eval is not None:
         n_eval = check_positive_int(n_eval, "n_eval")
+    attacks = tuple(dict.fromkeys(attacks))
+    for name in attacks:
+        check_choice(name, "attacks", ATTACKS)
+    first_sizes, other_sizes = check_attack_sizes(attack_sizes, attacks)
     if epochs is not None:
         epochs = check_positive_int(epochs, "epochs")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     data = settings.load(data_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    n = len(data[2]) if n_eval is None else min(n_eval, len(data[2]))
     results = []
-    progress = tqdm(methods, desc="bench", unit="method", disable=not verbose)
-    for method in progress:
-        progress.set_postfix(method=method)
-        result_path = out / method / "result.json"
+    runs = [(seed, method) for seed in seeds for method in methods]
+    progress = tqdm(runs, desc="bench", unit="run", disable=not verbose)
+    for seed, method in progress:
+        progress.set_postfix(method=method, seed=seed)
+        sizes = first_sizes if seed == seeds[0] else other_sizes
+        directory = out / f"seed-{seed}" / method
+        result_path = directory / "result.json"
         if result_path.exists():
-            logger.info("%s: finished in an earlier run, read from %s", method, result_path)
-            results.append(json.loads(result_path.read_text()))
-            continue
-        result = bench_method(method, protocol=settings, data=data, out=out, device=device, seed=seed, n_eval=n_eval,
-                              attacks=attacks, epochs=epochs, verbose=verbose)  # fmt: skip
+            result = json.loads(result_path.read_text())
+            if _covers(result["report"], n, attacks, sizes):
+                logger.info("%s, seed %d: finished in an earlier run, read from %s", method, seed, result_path)
+                results.append(result)
+                continue
+            if not (directory / "model.pt").exists():
+                logger.warning("%s, seed %d: %s evaluated fewer attacks or images than requested and has no model.pt "
+                               "to evaluate again: kept as it is", method, seed, result_path)  # fmt: skip
+                results.append(result)
+                continue
+            logger.info("%s, seed %d: evaluating model.pt again with the requested attacks and sizes", method, seed)
+            result = _reevaluate(result, directory, protocol=settings, data=data, device=device, n_eval=n_eval,
+                                 attacks=attacks, attack_sizes=sizes)  # fmt: skip
+        else:
+            result = bench_method(method, protocol=settings, data=data, out=directory.parent, device=device,
+                                  seed=seed, n_eval=n_eval, attacks=attacks, attack_sizes=sizes, epochs=epochs,
+                                  verbose=verbose)  # fmt: skip
         result_path.parent.mkdir(parents=True, exist_ok=True)
         _write_atomically(result_path, json.dumps(result, indent=2))
         results.append(result)
     progress.close()
     rows = leaderboard(results)
-    n = results[0]["report"]["n"]
-    _write_atomically(out / "leaderboard.md", to_markdown(rows, settings, n) + "\n")
+    _write_atomically(out / "leaderboard.md", to_markdown(rows, settings) + "\n")
     _write_atomically(out / "leaderboard.json", json.dumps(rows, indent=2))
     with open(out / "leaderboard.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=COLUMNS)
         writer.writeheader()
-        writer.writerows(rows)
-    title = f"{settings.name}, eps {settings.eps:g}, {n} test images"
+        writer.writerows(csv_row(row) for row in rows)
+    claims = relative_claims(results)
+    _write_atomically(out / "claims.md", claims_markdown(claims, settings) + "\n")
+    _write_atomically(out / "claims.json", json.dumps(claims, indent=2))
+    title = f"{settings.name}, eps {settings.eps:g}, {len(seeds)} seed{'s' if len(seeds) > 1 else ''}"
     plot_pareto(rows, out / "pareto.png", f"Robustness against training time ({title})")
     plot_curves(results, out / "curves.png", f"Training curves ({settings.name})")
     return rows

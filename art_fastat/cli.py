@@ -162,10 +162,17 @@ def _build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--methods", type=_parse_methods, default=METHODS,
                        help=f"comma-separated (default: all): {','.join(METHODS)}")  # fmt: skip
     common(bench)
+    bench.add_argument("--seeds", type=_integer(0), nargs="+", metavar="S",
+                       help="seeds, one run of every method each, e.g. --seeds 0 1 2 (default: --seed)")  # fmt: skip
+    bench.set_defaults(seed=None)  # --seed S is --seeds S
+    for attack in ATTACKS:
+        bench.add_argument(f"--n-eval-{attack}", type=_integer(1), nargs="+", metavar="N",
+                           help=f"run {attack} on the first N test images of the first seed (a second number: of "
+                           "the other seeds; default: all --n-eval)")  # fmt: skip
     bench.add_argument("--epochs", type=_integer(1), help="epochs of every method (default: the protocol's)")
     bench.add_argument("--quiet", action="store_true", help="no progress bars")
     bench.add_argument("--out", type=_directory, required=True,
-                       help="output directory (re-running skips finished methods)")  # fmt: skip
+                       help="output directory (re-running skips finished runs)")  # fmt: skip
 
     export = commands.add_parser("export", help="write a run's model as a folder to publish on the Hugging Face Hub")
     export.add_argument("run_dir", type=_existing_directory, metavar="RUN_DIR", help="a directory of train or bench")
@@ -281,8 +288,22 @@ def _bench(args: argparse.Namespace) -> None:
 
     if args.eps is not None:
         raise ValueError("--eps is for train and evaluate: bench runs every method at the protocol's eps")
-    bench(args.protocol, args.out, args.methods, data_dir=args.data_dir, device=args.device, seed=args.seed,
-                 n_eval=args.n_eval, attacks=args.attacks, epochs=args.epochs, verbose=not args.quiet)  # fmt: skip
+    if args.seed is not None and args.seeds is not None:
+        raise ValueError("give --seed S (one seed) or --seeds S [S ...], not both")
+    seeds = args.seeds if args.seeds is not None else [0 if args.seed is None else args.seed]
+    attack_sizes: dict[str, int | tuple[int, int]] = {}
+    for attack in ATTACKS:
+        sizes = getattr(args, f"n_eval_{attack}")
+        if sizes is None:
+            continue
+        if len(sizes) > 2:
+            raise ValueError(f"--n-eval-{attack} takes one or two numbers (first seed, other seeds), got {sizes}")
+        if attack not in args.attacks:
+            raise ValueError(f"--n-eval-{attack} sizes {attack}, which is not among --attacks {','.join(args.attacks)}")
+        attack_sizes[attack] = (sizes[0], sizes[-1])
+    bench(args.protocol, args.out, args.methods, data_dir=args.data_dir, device=args.device, seeds=seeds,
+          n_eval=args.n_eval, attacks=args.attacks, attack_sizes=attack_sizes, epochs=args.epochs,
+          verbose=not args.quiet)  # fmt: skip
     print((Path(args.out) / "leaderboard.md").read_text())
 
 

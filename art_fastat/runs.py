@@ -5,7 +5,7 @@ directory:
 
 - ``model.pt``: the trained weights (``state_dict``);
 - ``config.json``: method, protocol, eps, seed, the trainer's options, processes, training and wall seconds, passes
-  per batch;
+  per batch, ``stop_reason`` (why a guard stopped training early, or null);
 - ``history.json``: the per-epoch history;
 - ``report.json`` and ``report.md``: the evaluation (:func:`art_fastat.evaluation.evaluate`);
 - ``checkpoint/``: the engine's checkpoint, written after every epoch (``resume=True`` continues from it).
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,6 +52,8 @@ class MethodRun:
     :param passes_per_batch: Forward+backward passes per minibatch of the method's algorithm.
     :param history: The per-epoch history.
     :param report: The evaluation; ``None`` on the ranks other than 0 under torchrun.
+    :param stop_reason: Why a guard of the engine stopped training early (``"catastrophic_overfitting"``,
+                        ``"early_stopping"``), or None when it ran every epoch.
     """
 
     method: str
@@ -65,6 +67,7 @@ class MethodRun:
     passes_per_batch: float
     history: list[dict[str, float]]
     report: RobustnessReport | None = None
+    stop_reason: str | None = None
 
     def config(self) -> dict[str, Any]:
         """:return: The content of ``config.json``."""
@@ -78,6 +81,7 @@ class MethodRun:
             "training_seconds": self.training_seconds,
             "wall_seconds": self.wall_seconds,
             "passes_per_batch": self.passes_per_batch,
+            "stop_reason": self.stop_reason,
         }
 
 
@@ -97,6 +101,7 @@ def run_method(
     resume: bool = False,
     attacks: Sequence[str] = ATTACKS,
     n_eval: int | None = None,
+    attack_sizes: Mapping[str, int] | None = None,
     verbose: bool = True,
     callbacks: Sequence[Callable[[Any, dict[str, Any]], Any]] = (),
 ) -> MethodRun:
@@ -104,7 +109,8 @@ def run_method(
     Train ``method`` under ``protocol`` on a fresh classifier, save it to ``out`` and evaluate it there (see the
     module's description for the files).
 
-    :param method: A key of :data:`art_fastat.trainers.TRAINERS`, or an ART anchor (``"art-madry"``, ``"art-fbf"``).
+    :param method: A key of :data:`art_fastat.trainers.TRAINERS`, or an ART anchor (a key of
+                   :data:`art_fastat.anchors.ANCHORS`).
     :param protocol: The protocol: model, optimizer, batch size, epochs, schedules, evaluation settings.
     :param data: Its splits ``(x_train, y_train, x_test, y_test)``; the test split also validates every epoch.
     :param out: Output directory.
@@ -118,6 +124,8 @@ def run_method(
     :param resume: Continue from ``out/checkpoint`` if present.
     :param attacks: Attacks of :func:`~art_fastat.evaluation.evaluate`.
     :param n_eval: Evaluate on the first ``n_eval`` test images (default: all).
+    :param attack_sizes: Run each attack named here on the first that many of those images only (see
+                         :func:`~art_fastat.evaluation.evaluate`).
     :param verbose: Progress bar over the batches.
     :param callbacks: Per-epoch callbacks of the trainer's ``fit`` (e.g. a
                       :class:`~art_fastat.monitoring.TensorBoardLogger`); not for the ART anchors.
@@ -154,7 +162,7 @@ def run_method(
     run = MethodRun(
         method=method, protocol=protocol.name, eps=eps, seed=seed, options=options, processes=trainer.world_size,
         training_seconds=sum(epoch["seconds"] for epoch in history), wall_seconds=wall_seconds,
-        passes_per_batch=trainer.passes_per_batch, history=history,
+        passes_per_batch=trainer.passes_per_batch, history=history, stop_reason=getattr(trainer, "stop_reason", None),
     )  # fmt: skip
     if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
         return run  # the ranks hold identical weights: rank 0 writes and evaluates
@@ -162,9 +170,8 @@ def run_method(
     torch.save(classifier.model.state_dict(), out / "model.pt")
     (out / "config.json").write_text(json.dumps(run.config(), indent=2, default=str))
     (out / "history.json").write_text(json.dumps(history, indent=2))
-    run.report = evaluate_and_write(
-        classifier, protocol, x_test, y_test, eps, attacks=attacks, seed=seed, n_eval=n_eval, out=out
-    )
+    run.report = evaluate_and_write(classifier, protocol, x_test, y_test, eps, attacks=attacks, seed=seed,
+                                    n_eval=n_eval, attack_sizes=attack_sizes, out=out)  # fmt: skip
     return run
 
 
@@ -178,6 +185,7 @@ def evaluate_and_write(
     attacks: Sequence[str] = ATTACKS,
     seed: int = 0,
     n_eval: int | None = None,
+    attack_sizes: Mapping[str, int] | None = None,
     out: Path | None = None,
 ) -> RobustnessReport:
     """
@@ -191,12 +199,14 @@ def evaluate_and_write(
     :param attacks: Attacks of :func:`~art_fastat.evaluation.evaluate`.
     :param seed: Seed of the attacks.
     :param n_eval: Evaluate on the first ``n_eval`` samples (default: all).
+    :param attack_sizes: Run each attack named here on the first that many of those samples only.
     :param out: Directory of the report files; None writes nothing.
     :return: The report.
     """
     if n_eval is not None:
         x, y = x[:n_eval], y[:n_eval]
-    report = evaluate(classifier, x, y, eps, attacks=tuple(attacks), seed=seed, **protocol.evaluation_options())
+    report = evaluate(classifier, x, y, eps, attacks=tuple(attacks), seed=seed, attack_sizes=attack_sizes,
+                      **protocol.evaluation_options())  # fmt: skip
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         (out / "report.json").write_text(report.to_json())

@@ -1,24 +1,34 @@
-"""``art-fastat bench``: the leaderboard's numbers, its files and plots, resuming, the ART anchors, bad input."""
+"""``art-fastat bench``: the leaderboard's numbers over seeds, its files and plots, resuming, the ART anchors, the
+seed papers' claims, bad input."""
 
 from __future__ import annotations
 
 import csv
 import json
+import math
 
+import matplotlib.axes
 import pytest
+import torch
 
 from art_fastat import bench as bench_module
 from art_fastat.anchors import ARTAnchor
-from art_fastat.bench import bench, leaderboard, pareto_front
+from art_fastat.bench import bench
 from art_fastat.cli import main
-from art_fastat.protocols import get_protocol
+from art_fastat.leaderboard import leaderboard, pareto_front, plot_pareto, relative_claims, to_markdown
+from art_fastat.protocols import Protocol, get_protocol
+from art_fastat.runs import run_method
 
 
-def result(method: str, seconds: float, autoattack: float, pgd: float, clean: float = 0.99) -> dict:
+def result(method: str, seconds: float, autoattack: float, pgd: float, clean: float = 0.99, seed: int = 0,
+           sizes: dict | None = None, stop_reason: str | None = None) -> dict:  # fmt: skip
     report = {"n": 100, "clean_accuracy": clean, "worst_case_accuracy": autoattack - 0.01,
               "robust_accuracy": {"pgd": pgd, "autoattack": autoattack}}  # fmt: skip
-    return {"method": method, "label": method.upper(), "training_seconds": seconds, "passes_per_batch": 1.0,
-            "epochs": 3, "history": [], "report": report}  # fmt: skip
+    if sizes is not None:
+        report["sizes"] = sizes
+    return {"method": method, "label": method.upper(), "seed": seed, "training_seconds": seconds,
+            "passes_per_batch": 1.0, "epochs": 3, "history": [], "stop_reason": stop_reason,
+            "report": report}  # fmt: skip
 
 
 def test_leaderboard_ranks_by_autoattack_and_gives_time_ratios_to_rat_and_natural():
@@ -52,7 +62,7 @@ def test_bench_writes_the_leaderboard_and_plots_and_skips_finished_methods(tmp_p
     assert json.loads((out / "leaderboard.json").read_text()) == rows
     with open(out / "leaderboard.csv") as handle:
         assert [line["method"] for line in csv.DictReader(handle)] == [row["method"] for row in rows]
-    history = json.loads((out / "fast" / "result.json").read_text())["history"]
+    history = json.loads((out / "seed-0" / "fast" / "result.json").read_text())["history"]
     assert len(history) == 4 and all("loss" in r and "val_pgd_accuracy" in r for r in history)
 
     ran = []
@@ -101,4 +111,194 @@ def test_bench_refuses_unknown_methods_and_bad_sizes_before_training(tmp_path):
         bench("digits", tmp_path, ["natural", "nope"])
     with pytest.raises(ValueError, match="n_eval"):
         bench("digits", tmp_path, ["natural"], n_eval=0)
+    with pytest.raises(TypeError, match=r"seeds must be a non-empty sequence of integers >= 0, e.g. \(0, 1, 2\)"):
+        bench("digits", tmp_path, ["natural"], seeds=3)
+    with pytest.raises(ValueError, match="seeds must be an integer >= 0"):
+        bench("digits", tmp_path, ["natural"], seeds=(0, -1))
+    with pytest.raises(ValueError, match="attack_sizes names 'cw', which is not among the attacks run: pgd"):
+        bench("digits", tmp_path, ["natural"], attacks=("pgd",), attack_sizes={"cw": 10})
+    with pytest.raises(ValueError, match=r"attack_sizes\['pgd'\] must be an integer >= 1 or a pair"):
+        bench("digits", tmp_path, ["natural"], attacks=("pgd",), attack_sizes={"pgd": (10, 5, 1)})
+    with pytest.raises(ValueError, match=r"attack_sizes\['pgd'\] must be an integer >= 1"):
+        bench("digits", tmp_path, ["natural"], attacks=("pgd",), attack_sizes={"pgd": (10, 0)})
     assert not any(tmp_path.iterdir())
+
+
+def test_bench_command_takes_seeds_and_per_attack_sizes(tmp_path, monkeypatch, capsys):
+    received = {}
+
+    def fake_bench(protocol, out, methods, **kwargs):
+        received.update(kwargs)
+        (tmp_path / "leaderboard.md").write_text("table")
+
+    monkeypatch.setattr(bench_module, "bench", fake_bench)
+    main(["bench", "--methods", "natural", "--seeds", "0", "1", "2", "--n-eval-autoattack", "500", "200",
+          "--n-eval-cw", "100", "--out", str(tmp_path)])  # fmt: skip
+    assert received["seeds"] == [0, 1, 2] and received["attack_sizes"] == {"autoattack": (500, 200), "cw": (100, 100)}
+    main(["bench", "--methods", "natural", "--seed", "4", "--out", str(tmp_path)])
+    assert received["seeds"] == [4] and received["attack_sizes"] == {}
+    for arguments, message in (
+        (["--seed", "1", "--seeds", "0", "1"], "not both"),
+        (["--n-eval-cw", "1", "2", "3"], "--n-eval-cw takes one or two numbers"),
+        (["--attacks", "pgd", "--n-eval-cw", "10"], "--n-eval-cw sizes cw, which is not among --attacks pgd"),
+    ):
+        with pytest.raises(SystemExit):
+            main(["bench", "--methods", "natural", *arguments, "--out", str(tmp_path)])
+        assert message in capsys.readouterr().err
+
+
+def test_leaderboard_reports_the_mean_and_standard_error_over_seeds():
+    results = [
+        result("pgd", 10.0, 0.80, 0.85, seed=0, sizes={"clean": 100, "pgd": 100, "autoattack": 50, "worst_case": 50}),
+        result("pgd", 12.0, 0.84, 0.86, seed=1, sizes={"clean": 100, "pgd": 100, "autoattack": 20, "worst_case": 20}),
+        result("pgd", 14.0, 0.82, 0.90, seed=2, sizes={"clean": 100, "pgd": 100, "autoattack": 20, "worst_case": 20}),
+        result("fast", 3.0, 0.50, 0.70, seed=0),
+    ]
+    rows = {row["method"]: row for row in leaderboard(results)}
+    rat = rows["PGD"]
+    # AutoAttack 80, 84, 82: mean 82, sample standard deviation 2, standard error 2 / sqrt(3)
+    assert rat["seeds"] == 3 and rat["autoattack"] == 82.0 and rat["autoattack_se"] == round(2 / math.sqrt(3), 2)
+    # PGD 85, 86, 90: mean 87, deviations -2, -1, 3: variance 14 / 2 = 7
+    assert rat["pgd"] == 87.0 and rat["pgd_se"] == round(math.sqrt(7 / 3), 2)
+    assert rat["clean"] == 99.0 and rat["clean_se"] == 0.0
+    assert rat["training_seconds"] == 12.0 and rat["training_seconds_se"] == round(2 / math.sqrt(3), 1)
+    assert rat["images"]["autoattack"] == [50, 20, 20] and rat["images"]["pgd"] == [100, 100, 100]
+    fast = rows["FAST"]
+    assert fast["seeds"] == 1 and fast["autoattack"] == 50.0 and fast["autoattack_se"] is None
+    assert fast["vs_rat"] == 0.25 and fast["images"]["autoattack"] == [100]  # a report without sizes: all n
+    markdown = to_markdown(list(rows.values()), get_protocol("digits"))
+    assert "| 82 ± 1.15 | 87 ± 1.53 |" in markdown and "PGD 100, AA 50/20/20" in markdown
+
+
+def test_a_run_a_guard_stopped_is_marked_stopped_early(digits, tmp_path):
+    marked = leaderboard([result("fast", 3.0, 0.5, 0.7, seed=0),
+                          result("fast", 2.0, 0.4, 0.6, seed=1, stop_reason="catastrophic_overfitting")])  # fmt: skip
+    assert marked[0]["stopped_early"] == ["seed 1: catastrophic_overfitting after epoch 3"]
+    assert "seed 1: catastrophic_overfitting after epoch 3 |" in to_markdown(marked, get_protocol("digits"))
+    assert leaderboard([result("fast", 3.0, 0.5, 0.7)])[0]["stopped_early"] == []
+    # the trainer's stop_reason reaches the run: natural training never improves the validation PGD accuracy (0 at
+    # eps 0.2), so early stopping with patience 1 stops it after its second epoch
+    x_train, y_train, x_test, y_test = digits
+    run = run_method("natural", protocol=get_protocol("digits"), data=(x_train[:256], y_train[:256], x_test[:64],
+                     y_test[:64]), out=tmp_path, device="cpu", epochs=6, attacks=("pgd",), verbose=False,
+                     options={"early_stopping": True, "early_stopping_patience": 1})  # fmt: skip
+    assert run.stop_reason == "early_stopping" and len(run.history) == 2
+    assert json.loads((tmp_path / "config.json").read_text())["stop_reason"] == "early_stopping"
+
+
+def test_bench_runs_every_seed_in_its_own_directory_and_resumes_after_an_interruption(tmp_path, monkeypatch):
+    calls, interrupted = [], []
+
+    def fake_bench_method(method, *, out, seed, attack_sizes, **_):
+        calls.append((method, seed, dict(attack_sizes)))
+        if (method, seed) == ("fast", 1) and not interrupted:
+            interrupted.append(True)
+            raise KeyboardInterrupt  # the bench is stopped in its fourth run
+        (out / method).mkdir(parents=True, exist_ok=True)
+        return result(method, 2.0 + seed, 0.5 + seed / 100, 0.6, seed=seed)
+
+    monkeypatch.setattr(bench_module, "bench_method", fake_bench_method)
+    arguments = {"methods": ["natural", "fast"], "attacks": ("pgd", "autoattack"), "verbose": False,
+                 "attack_sizes": {"autoattack": (50, 20)}, "n_eval": 100}  # fmt: skip
+    with pytest.raises(KeyboardInterrupt):
+        bench("digits", tmp_path, seeds=(0, 1), **arguments)
+    # seeds run one after another; the first seed's AutoAttack runs on 50 images, the others' on 20
+    assert calls == [("natural", 0, {"autoattack": 50}), ("fast", 0, {"autoattack": 50}),
+                     ("natural", 1, {"autoattack": 20}), ("fast", 1, {"autoattack": 20})]  # fmt: skip
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.glob("seed-*/*/result.json")) == [
+        "seed-0/fast/result.json", "seed-0/natural/result.json", "seed-1/natural/result.json"]  # fmt: skip
+    calls.clear()
+    rows = bench("digits", tmp_path, seeds=(0, 1), **arguments)
+    assert calls == [("fast", 1, {"autoattack": 20})]  # only the interrupted run
+    fast = next(row for row in rows if row["method"] == "FAST")
+    assert fast["seeds"] == 2 and fast["autoattack"] == 50.5 and fast["autoattack_se"] == 0.5
+    for name in ("leaderboard.md", "leaderboard.json", "leaderboard.csv", "claims.md", "claims.json", "pareto.png"):
+        assert (tmp_path / name).stat().st_size > 0, name
+
+
+def test_bench_evaluates_a_finished_run_again_when_more_images_are_asked_for(tmp_path, monkeypatch):
+    out = tmp_path / "bench"
+    bench("digits", out, ["natural"], n_eval=40, attacks=("pgd",), attack_sizes={"pgd": 10}, epochs=1, verbose=False)
+    first = json.loads((out / "seed-0" / "natural" / "result.json").read_text())
+    assert first["report"]["sizes"]["pgd"] == 10 and first["report"]["n"] == 40
+    monkeypatch.setattr(bench_module, "bench_method", lambda *_, **__: pytest.fail("trained again"))
+    rows = bench("digits", out, ["natural"], n_eval=40, attacks=("pgd",), attack_sizes={"pgd": 30}, verbose=False)
+    again = json.loads((out / "seed-0" / "natural" / "result.json").read_text())
+    assert again["report"]["sizes"]["pgd"] == 30 and rows[0]["images"]["pgd"] == [30]
+    assert again["report"]["clean_accuracy"] == first["report"]["clean_accuracy"]  # the saved model, not a new one
+    assert again["history"] == first["history"]
+    bench("digits", out, ["natural"], n_eval=40, attacks=("pgd",), attack_sizes={"pgd": 20}, verbose=False)
+    assert json.loads((out / "seed-0" / "natural" / "result.json").read_text())["report"]["sizes"]["pgd"] == 30
+
+
+@pytest.mark.parametrize("kind", ["art-trades", "art-awp"])
+def test_art_trades_and_awp_anchors_train_through_art_with_the_protocol_schedules(kind, digits, monkeypatch):
+    from art.defences.trainer import AdversarialTrainerAWPPyTorch, AdversarialTrainerTRADESPyTorch
+
+    trainer_class = AdversarialTrainerTRADESPyTorch if kind == "art-trades" else AdversarialTrainerAWPPyTorch
+    seen = []
+    batch_process = trainer_class._batch_process
+
+    def spy(self, x, y):
+        seen.append((self._attack.eps, self._attack.max_iter, getattr(self, "_apply_wp", None)))
+        return batch_process(self, x, y)
+
+    monkeypatch.setattr(trainer_class, "_batch_process", spy)
+    x_train, y_train, x_test, y_test = digits
+    classifier = get_protocol("digits").make_classifier("cpu")
+    before = [parameter.detach().clone() for parameter in classifier.model.parameters()]
+    peak = classifier.optimizer.param_groups[0]["lr"]
+    anchor = ARTAnchor(classifier, 0.3, kind, get_protocol("mnist10k"))  # triangle lr, eps warmed up over 3 epochs
+    history = anchor.fit(x_train[:128], y_train[:128], (x_test, y_test), batch_size=64, nb_epochs=2, validation_size=64)
+    assert [r["epoch"] for r in history] == [1, 2] and all(0 <= r["val_accuracy"] <= 1 for r in history)
+    # two batches per epoch, each against PGD-10 at the warmed-up eps of the epoch's middle (0.5 and 1.5 of 3 epochs)
+    assert [(round(eps, 6), steps) for eps, steps, _ in seen] == [(0.05, 10)] * 2 + [(0.15, 10)] * 2
+    if kind == "art-awp":
+        assert all(applied for _, _, applied in seen)  # the weight perturbation from the first epoch (no warm-up)
+    assert classifier.optimizer.param_groups[0]["lr"] == pytest.approx(peak * (1 - 0.75) / 0.6)
+    assert any(not torch.equal(a, b) for a, b in zip(before, classifier.model.parameters(), strict=True))
+    assert anchor.passes_per_batch == 12
+
+
+def test_art_trades_and_awp_anchors_give_valid_leaderboard_rows(digits, tmp_path, monkeypatch):
+    small = (digits[0][:128], digits[1][:128], digits[2][:32], digits[3][:32])
+    monkeypatch.setattr(Protocol, "load", lambda self, data_dir=None: small)
+    rows = bench("digits", tmp_path, ["natural", "art-trades", "art-awp"], attacks=("pgd",), epochs=1, verbose=False)
+    by_method = {row["method"]: row for row in rows}
+    assert set(by_method) == {"natural", "ART TRADES (PGD-10, beta 6)", "ART AWP (PGD-10, gamma 0.01)"}
+    for label in ("ART TRADES (PGD-10, beta 6)", "ART AWP (PGD-10, gamma 0.01)"):
+        row = by_method[label]
+        assert row["passes_per_batch"] == 12 and row["epochs"] == 1 and row["training_seconds"] > 0
+        assert 0 <= row["pgd"] <= row["clean"] <= 100 and row["images"]["pgd"] == [32]
+    assert (tmp_path / "seed-0" / "art-awp" / "model.pt").is_file()
+
+
+def test_pareto_plot_draws_one_standard_error_on_both_axes(tmp_path, monkeypatch):
+    drawn = []
+    errorbar = matplotlib.axes.Axes.errorbar
+    monkeypatch.setattr(matplotlib.axes.Axes, "errorbar",
+                        lambda self, x, y, **kwargs: drawn.append((x, y, kwargs["xerr"], kwargs["yerr"]))
+                        or errorbar(self, x, y, **kwargs))  # fmt: skip
+    rows = leaderboard([result("pgd", 10.0, 0.80, 0.85, seed=0), result("pgd", 14.0, 0.84, 0.85, seed=1),
+                        result("fast", 3.0, 0.50, 0.70)])  # fmt: skip
+    plot_pareto(rows, tmp_path / "pareto.png", "title")
+    assert (tmp_path / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # RAT: seconds 10 and 14 (standard error 2), AutoAttack 80 and 84 (2); Fast has one seed: no error bars
+    assert sorted(drawn) == [(3.0, 50.0, 0.0, 0.0), (12.0, 82.0, 2.0, 2.0)]
+
+
+def test_relative_claims_are_paired_differences_over_the_seeds_both_methods_ran():
+    results = [result("gaat", 4.0, 0.40, 0.50, seed=0), result("gaat", 6.0, 0.44, 0.52, seed=1),
+               result("gaat", 5.0, 0.90, 0.90, seed=2),  # RAT has no seed 2: not paired
+               result("pgd", 10.0, 0.80, 0.85, seed=0), result("pgd", 12.0, 0.82, 0.85, seed=1),
+               result("nfgsm", 2.0, 0.60, 0.65, seed=0), result("free", 1.0, 0.5, 0.5, seed=0)]  # fmt: skip
+    claims = {(c["method"], c["reference"]): c for c in relative_claims(results)}
+    assert set(claims) == {("gaat", "pgd"), ("gaat", "nfgsm")}  # ATCD, ATLAS and L2L were not run
+    gaat = claims[("gaat", "pgd")]
+    # AutoAttack differences 40 - 80 = -40 and 44 - 82 = -38; time ratios 0.4 and 0.5
+    assert gaat["seeds"] == [0, 1] and gaat["robust_metric"] == "autoattack"
+    assert gaat["robust_difference"] == -39.0 and gaat["robust_difference_se"] == 1.0
+    assert gaat["time_ratio"] == 0.45 and gaat["time_ratio_se"] == 0.05
+    assert gaat["reading"] == "less robust (by over 2 SE)"
+    assert claims[("gaat", "nfgsm")]["robust_difference"] == -20.0
+    assert claims[("gaat", "nfgsm")]["reading"] == "one seed: no standard error"

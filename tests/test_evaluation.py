@@ -503,3 +503,40 @@ def test_autoattack_checks_flag_zero_gradients(data):
         nn.init.zeros_(parameter)  # every logit 0: no gradient anywhere
     flagged = evaluate(wrap(constant), x[:16], y[:16], 0.1, attacks="pgd", pgd_steps=2)
     assert any("points with zero gradient" in flag for flag in flagged.flags)
+
+
+def test_attack_sizes_run_each_attack_on_the_first_images_and_the_worst_case_on_those_all_saw(classifier, data):
+    _, _, x, y = data
+    sized = evaluate(classifier, x[:40], y[:40], 0.1, attacks=("pgd", "autoattack"), pgd_steps=3,
+                     attack_sizes={"pgd": 30, "autoattack": 12}, **QUICK_AUTOATTACK)  # fmt: skip
+    assert sized.n == 40 and sized.sizes == {"clean": 40, "pgd": 30, "autoattack": 12, "worst_case": 12}
+    assert [len(sized.per_sample[name]) for name in ("clean", "pgd", "autoattack", "worst_case")] == [40, 30, 12, 12]
+    # each attack's numbers are exactly those of evaluating its first images alone (same seed, same random starts)
+    alone = evaluate(classifier, x[:30], y[:30], 0.1, attacks="pgd", pgd_steps=3)
+    np.testing.assert_array_equal(sized.per_sample["pgd"], alone.per_sample["pgd"])
+    assert sized.robust_accuracy["pgd"] == alone.robust_accuracy["pgd"]
+    full = evaluate(classifier, x[:40], y[:40], 0.1, attacks="pgd", pgd_steps=3)
+    assert sized.clean_accuracy == full.clean_accuracy  # the clean pass still sees every image
+    expected = sized.per_sample["clean"][:12] & sized.per_sample["pgd"][:12] & sized.per_sample["autoattack"]
+    np.testing.assert_array_equal(sized.per_sample["worst_case"], expected)
+    assert sized.worst_case_accuracy == pytest.approx(expected.mean())
+    assert sized.to_dict()["sizes"]["autoattack"] == 12
+    assert "pgd on the first 30, autoattack on the first 12, worst_case on the first 12" in sized.to_markdown()
+    capped = evaluate(classifier, x[:10], y[:10], 0.1, attacks="pgd", pgd_steps=1, attack_sizes={"pgd": 500})
+    assert capped.sizes["pgd"] == 10  # more than there are images means all of them
+
+
+@pytest.mark.parametrize(
+    ("attack_sizes", "error", "message"),
+    [
+        ({"cw": 5}, ValueError, "attack_sizes names 'cw', which is not among the attacks run: pgd"),
+        ({"pgd": 0}, ValueError, r"attack_sizes\['pgd'\] must be an integer >= 1"),
+        ({"pgd": 2.5}, TypeError, r"attack_sizes\['pgd'\] must be an integer"),
+        ([("pgd", 5)], TypeError, "attack_sizes must be None or a mapping"),
+    ],
+)
+def test_attack_sizes_are_checked_before_anything_runs(classifier, data, attack_sizes, error, message, monkeypatch):
+    _, _, x, y = data
+    monkeypatch.setattr(pgd_runner, "run", lambda task: pytest.fail("an attack ran"))
+    with pytest.raises(error, match=message):
+        evaluate(classifier, x[:10], y[:10], 0.1, attacks="pgd", attack_sizes=attack_sizes)

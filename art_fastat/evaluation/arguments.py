@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +36,8 @@ class Arguments:
     :param eps: Perturbation budget.
     :param norm_name: ``"Linf"`` or ``"L2"``.
     :param attacks: Names of the attacks to run, without repeats, in the caller's order.
+    :param sizes: How many samples, from the first, each attack runs on (``len(x)`` unless the caller asked for
+                  fewer).
     :param options: Each attack's own options, by attack name: ``"pgd"``: ``steps``, ``step_size`` (``None``: the
                     default), ``restarts``; ``"cw"``: ``max_iter``, ``learning_rate`` (``None``: the default of the
                     norm); ``"autoattack"``: ``version``, ``attacks`` (the custom version's), ``box`` (``(low,
@@ -52,6 +54,7 @@ class Arguments:
     eps: float
     norm_name: str
     attacks: tuple[str, ...]
+    sizes: dict[str, int]
     options: dict[str, dict[str, Any]]
     tolerance: float
     batch_size: int
@@ -74,6 +77,7 @@ def check_arguments(
     cw_learning_rate: float | None,
     autoattack_version: str,
     autoattack_attacks: Sequence[str] | None,
+    attack_sizes: Mapping[str, int] | None,
     batch_size: int,
     seed: int,
     verbose: bool,
@@ -99,6 +103,7 @@ def check_arguments(
     autoattack_attacks = check_autoattack_attacks(
         autoattack_attacks, autoattack_version, classifier.nb_classes if "autoattack" in attack_names else None
     )
+    sizes = check_attack_sizes(attack_sizes, attack_names, len(x))
     batch_size = check_positive_int(batch_size, "batch_size")
     seed = check_positive_int(seed, "seed", minimum=0)
     if seed > 2**32 - 1:
@@ -113,6 +118,7 @@ def check_arguments(
         eps=eps,
         norm_name=norm_name,
         attacks=attack_names,
+        sizes=sizes,
         options={
             "pgd": {"steps": pgd_steps, "step_size": pgd_step_size, "restarts": pgd_restarts},
             "cw": {"max_iter": cw_max_iter, "learning_rate": cw_learning_rate},
@@ -147,6 +153,25 @@ def check_attacks(attacks: Any) -> tuple[str, ...]:
     for name in attacks:
         check_choice(name, "attacks", ATTACKS)
     return tuple(dict.fromkeys(attacks))
+
+
+def check_attack_sizes(attack_sizes: Any, attacks: tuple[str, ...], n: int) -> dict[str, int]:
+    """
+    How many samples, from the first, each attack runs on: ``attack_sizes[name]`` capped at ``n``, else ``n``.
+
+    :param attack_sizes: None, or a mapping from attacks that are run to integers >= 1.
+    :param attacks: The attacks that are run.
+    :param n: The number of samples.
+    """
+    if attack_sizes is None:
+        attack_sizes = {}
+    if not isinstance(attack_sizes, Mapping):
+        raise TypeError(f"attack_sizes must be None or a mapping from attack names to integers >= 1, got "
+                        f"{attack_sizes!r}")  # fmt: skip
+    for name in attack_sizes:
+        if name not in attacks:
+            raise ValueError(f"attack_sizes names {name!r}, which is not among the attacks run: {', '.join(attacks)}")
+    return {name: min(n, check_positive_int(attack_sizes.get(name, n), f"attack_sizes[{name!r}]")) for name in attacks}
 
 
 def check_threat_eps(eps: Any, norm_name: str, classifier: Any) -> float:

@@ -19,7 +19,7 @@ class RobustnessReport:
     """
     The result of :func:`evaluate`. Accuracies are fractions in [0, 1].
 
-    :param n: Number of evaluated samples.
+    :param n: Number of evaluated samples (of the clean accuracy; see ``sizes``).
     :param eps: Perturbation budget, in the units of the classifier's ``clip_values``.
     :param norm: Threat model: ``"Linf"`` or ``"L2"``.
     :param clean_accuracy: Accuracy on the clean inputs.
@@ -30,6 +30,8 @@ class RobustnessReport:
     :param settings: The parameters every attack ran with (JSON-serialisable).
     :param flags: Warnings of the sanity checks (see :func:`sanity_flags`): signs of gradient masking or of a
                   broken evaluation. Empty when every check passed.
+    :param sizes: How many samples, from the first, each accuracy is over: ``"clean"``, each attack and
+                  ``"worst_case"`` (``evaluate``'s ``attack_sizes``); a name missing here means all ``n``.
     """
 
     n: int
@@ -42,6 +44,11 @@ class RobustnessReport:
     per_sample: dict[str, np.ndarray] = field(repr=False)
     settings: dict[str, Any] = field(default_factory=dict)
     flags: list[str] = field(default_factory=list)
+    sizes: dict[str, int] = field(default_factory=dict)
+
+    def size(self, name: str) -> int:
+        """:return: How many samples the accuracy ``name`` (``"clean"``, an attack, ``"worst_case"``) is over."""
+        return int(self.sizes.get(name, self.n))
 
     def to_dict(self, per_sample: bool = False) -> dict[str, Any]:
         """
@@ -58,6 +65,7 @@ class RobustnessReport:
             "seconds": {name: float(value) for name, value in self.seconds.items()},
             "settings": json.loads(json.dumps(self.settings)),
             "flags": list(self.flags),
+            "sizes": {name: self.size(name) for name in ("clean", *self.robust_accuracy, "worst_case")},
         }
         if per_sample:
             result["per_sample"] = {
@@ -77,8 +85,11 @@ class RobustnessReport:
         :return: A Markdown table ``attack | accuracy | seconds`` with a clean row first and a worst-case row last
                  (whose seconds are the total). Accuracies are in percent with two decimals.
         """
+        fewer = [f"{name} on the first {self.size(name)}" for name in (*self.robust_accuracy, "worst_case")
+                 if self.size(name) < self.n]  # fmt: skip
         lines = [
-            f"Robustness on {self.n} samples, {self.norm} eps = {self.eps:g}",
+            f"Robustness on {self.n} samples{' (' + ', '.join(fewer) + ')' if fewer else ''}, {self.norm} "
+            f"eps = {self.eps:g}",
             "",
             "| attack | accuracy | seconds |",
             "|---|---:|---:|",
@@ -160,11 +171,15 @@ def sanity_flags(report: RobustnessReport) -> list[str]:
     """
     flags = []
     for name, accuracy in report.robust_accuracy.items():
-        if accuracy > report.clean_accuracy:
-            flags.append(f"{name} accuracy {accuracy:.2%} is above the clean accuracy {report.clean_accuracy:.2%}")
+        clean = report.clean_accuracy
+        if report.size(name) < report.n and "clean" in report.per_sample:  # the clean accuracy on the same samples
+            clean = float(np.mean(report.per_sample["clean"][: report.size(name)]))
+        if accuracy > clean:
+            flags.append(f"{name} accuracy {accuracy:.2%} is above the clean accuracy {clean:.2%}")
     for weaker, stronger in ATTACK_STRENGTH_ORDER:
         if weaker in report.per_sample and stronger in report.per_sample:
-            survived = int(np.sum(report.per_sample[stronger] & ~report.per_sample[weaker]))
+            common = min(len(report.per_sample[weaker]), len(report.per_sample[stronger]))  # the samples both saw
+            survived = int(np.sum(report.per_sample[stronger][:common] & ~report.per_sample[weaker][:common]))
             if survived:
                 flags.append(
                     f"{stronger} (the stronger attack) leaves {survived} point(s) correct that {weaker} broke "
