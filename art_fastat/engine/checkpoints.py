@@ -151,9 +151,38 @@ def _rank_state(trainer: AdversarialTrainerBase) -> dict[str, Any]:
     return {
         "generator": trainer.generator.get_state(),
         "torch_rng": torch.get_rng_state(),
-        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "cuda_rng": cuda_rng_states(),
         "method_state": trainer._method_state(),
     }
+
+
+def cuda_rng_states() -> list[torch.Tensor]:
+    """
+    The global CUDA random states of every visible device (what dropout and other CUDA draws outside the trainer's
+    generator use) once CUDA is initialised; ``[]`` before, when nothing has drawn from them, so that a checkpoint
+    does not initialise CUDA in a run that does not use it.
+    """
+    return torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else []
+
+
+def restore_cuda_rng_states(states: list[torch.Tensor]) -> None:
+    """
+    Put back the states of :func:`cuda_rng_states` on as many devices as both the checkpoint and this process have,
+    with a WARNING when the numbers differ (CUDA draws on the other devices then differ from an uninterrupted run);
+    nothing to do for a checkpoint without CUDA states, and an INFO in a process without CUDA.
+    """
+    if not states:
+        return
+    if not torch.cuda.is_available():
+        logger.info("The checkpoint holds CUDA random states; CUDA is not available here, they are not restored")
+        return
+    count = torch.cuda.device_count()
+    if len(states) != count:
+        logger.warning("The checkpoint holds the CUDA random states of %d device(s), this process sees %d: the first "
+                       "%d are restored, CUDA draws elsewhere differ from an uninterrupted run", len(states), count,
+                       min(len(states), count))  # fmt: skip
+    for device, cuda_state in enumerate(states[:count]):
+        torch.cuda.set_rng_state(cuda_state.cpu(), device)
 
 
 def check_fits(trainer: AdversarialTrainerBase, state: dict[str, Any], path: Path) -> None:
@@ -237,8 +266,7 @@ def restore(trainer: AdversarialTrainerBase, state: dict[str, Any]) -> int:
     state = {**state, **state.get("ranks", [state])[trainer.process.rank]}
     trainer.generator.set_state(state["generator"].cpu())
     torch.set_rng_state(state["torch_rng"].cpu())
-    if state["cuda_rng"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
+    restore_cuda_rng_states(state["cuda_rng"])
     trainer.history = list(state["history"])
     trainer._load_method_state(state["method_state"])
     trainer.guards.load_state_dict(state["guards"])

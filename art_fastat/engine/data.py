@@ -333,17 +333,25 @@ class StreamSource:
 
 
 def augmented(
-    batches: Iterable[Batch], augmentation: Augmentation | None, generator: torch.Generator
+    batches: Iterable[Batch],
+    augmentation: Augmentation | None,
+    generator: torch.Generator,
+    memory_format: torch.memory_format = torch.contiguous_format,
 ) -> Iterator[Batch]:
     """
     The batches with ``augmentation`` applied to their inputs, drawn from ``generator`` (the trainer's, so a resumed
-    run stays bit-identical); unchanged without one. A user callable's output is checked on every batch.
+    run stays bit-identical); unchanged without one. A user callable's output is checked on every batch. With
+    ``memory_format=torch.channels_last`` the clean inputs are converted before the augmentation, and its output
+    after it (a no-op when it kept the format), so the attack and the update see channels-last batches.
     """
+    convert = memory_format is not torch.contiguous_format
     for batch in batches:
+        if convert:
+            batch = Batch(batch.x.contiguous(memory_format=memory_format), batch.y, batch.loss_weight)
         if augmentation is not None:
             with torch.no_grad():
                 x = augmentation(batch.x, generator)
             if not isinstance(augmentation, CropFlip):
                 check_augmented(x, batch.x)
-            batch = Batch(x, batch.y, batch.loss_weight)
+            batch = Batch(x.contiguous(memory_format=memory_format) if convert else x, batch.y, batch.loss_weight)
         yield batch

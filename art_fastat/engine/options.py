@@ -5,6 +5,7 @@ optimizer state, buffers, files, the caller's arrays), and each refusal names th
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ logger = logging.getLogger(__name__)
 ENGINE_OPTIONS = (
     "eps_warmup_epochs", "lr_schedule", "lr_schedule_interval", "use_amp", "amp_dtype", "seed", "validation_size",
     "validation_pgd_steps", "checkpoint_dir", "resume", "overfitting_guard", "overfitting_check_size",
-    "early_stopping", "early_stopping_patience", "augmentation", "verbose",
+    "early_stopping", "early_stopping_patience", "augmentation", "channels_last", "compile", "verbose",
 )  # fmt: skip
 
 
@@ -38,8 +39,9 @@ def check_engine_options(classifier: Any, eps: Any, options: dict[str, Any]) -> 
     :param classifier: The checked ``PyTorchClassifier``.
     :param eps: The trainer's ``eps`` (None: no threat model, e.g. natural training).
     :param options: Every name of :data:`ENGINE_OPTIONS` with the user's value.
-    :return: The checked values, with ``eps``, a ``Path`` for ``checkpoint_dir`` and the callable ``augmentation``
-             (``"crop_flip"``: a :class:`~art_fastat.engine.augmentation.CropFlip`).
+    :return: The checked values, with ``eps``, a ``Path`` for ``checkpoint_dir``, the callable ``augmentation``
+             (``"crop_flip"``: a :class:`~art_fastat.engine.augmentation.CropFlip`) and ``compile`` as None (eager) or
+             the keyword arguments of ``torch.compile``.
     """
     if classifier.optimizer is None:
         raise ValueError("classifier must have an optimizer (PyTorchClassifier(..., optimizer=...)) to be trained")
@@ -79,6 +81,7 @@ def check_engine_options(classifier: Any, eps: Any, options: dict[str, Any]) -> 
         raise ValueError("overfitting_guard and early_stopping watch a PGD accuracy: they need eps > 0")
     low, high = clip_bounds(classifier, torch.device("cpu"))
     checked["augmentation"] = resolve_augmentation(options["augmentation"], classifier.input_shape, low, high)
+    checked.update(check_gpu_options(options["channels_last"], options["compile"], classifier.input_shape))
     checked["verbose"] = bool(options["verbose"])
     return checked
 
@@ -211,3 +214,28 @@ def check_plan(trainer: AdversarialTrainerBase, data_epochs: int, steps_per_epoc
                 f"{needed} steps this fit takes ({data_epochs} epochs x {per_epoch}, lr_schedule_interval="
                 f"{trainer.lr_schedule_interval!r})"
             )
+
+
+def check_gpu_options(channels_last: Any, compile: Any, input_shape: tuple[int, ...]) -> dict[str, Any]:
+    """
+    :param channels_last: ``True`` or ``False``; True needs an ``input_shape`` ``(channels, height, width)``.
+    :param compile: ``False``, ``True`` or a dict of keyword arguments of ``torch.compile`` (e.g.
+                    ``{"mode": "max-autotune"}``; ``model`` excluded).
+    :param input_shape: The classifier's input shape.
+    :return: ``channels_last`` as a bool and ``compile`` as None (eager) or the dict of ``torch.compile`` arguments.
+    """
+    if not isinstance(channels_last, bool | np.bool_):
+        raise TypeError(f"channels_last must be True or False, got {channels_last!r}")
+    if channels_last and len(input_shape) != 3:
+        raise ValueError(f"channels_last=True needs images of input_shape (channels, height, width); the classifier's "
+                         f"input_shape is {tuple(input_shape)}")  # fmt: skip
+    if isinstance(compile, bool | np.bool_):
+        return {"channels_last": bool(channels_last), "compile": {} if compile else None}
+    if not isinstance(compile, dict):
+        raise TypeError(f"compile must be True, False or a dict of torch.compile keyword arguments, got {compile!r}")
+    accepted = set(inspect.signature(torch.compile).parameters) - {"model"}
+    unknown = sorted(str(key) for key in compile if key not in accepted)
+    if unknown:
+        raise ValueError(f"compile has keys torch.compile does not take: {', '.join(unknown)} (it takes "
+                         f"{', '.join(sorted(accepted))})")  # fmt: skip
+    return {"channels_last": bool(channels_last), "compile": dict(compile)}

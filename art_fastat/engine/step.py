@@ -1,12 +1,14 @@
 """
 One training step's mechanics, shared by every method: the forward pass of input-space images (preprocessing, mixed
-precision), the mode of attack passes, and the weight update (loss scaling, per-rank loss weight, optimizer step).
+precision, the channels-last memory format and ``torch.compile`` when asked for), the mode of attack passes, and the
+weight update (loss scaling, per-rank loss weight, optimizer step).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -23,6 +25,8 @@ class Step:
     :param use_amp: Run forward passes under ``torch.autocast``.
     :param amp_dtype: ``torch.bfloat16`` (no loss scaling needed) or ``torch.float16`` (with a ``GradScaler``).
     :param device: The classifier's device.
+    :param channels_last: Train the network and every batch in the channels-last memory format.
+    :param compile_options: Keyword arguments of ``torch.compile`` for the forward pass, or None (eager).
     """
 
     def __init__(
@@ -33,13 +37,31 @@ class Step:
         use_amp: bool,
         amp_dtype: torch.dtype,
         device: torch.device,
+        channels_last: bool = False,
+        compile_options: dict[str, Any] | None = None,
     ) -> None:
         self.network, self.model, self.optimizer = network, model, optimizer
         self.use_amp, self.amp_dtype, self.device = use_amp, amp_dtype, device
+        #: ``torch.channels_last`` or ``torch.contiguous_format``: the layout of the network's weights and batches.
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.compile_options = compile_options
         self.scaler = torch.amp.GradScaler(device.type, enabled=use_amp and amp_dtype == torch.float16)
         self.batch_norms = [m for m in network.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         #: This rank's loss weight for the current batch (see :class:`~art_fastat.engine.data.Batch`).
         self.loss_weight = 1.0
+
+    def build(self, wrap: Callable[[nn.Module, nn.Module], nn.Module]) -> None:
+        """
+        Once, before the first step: the network converted in place to the memory format (before DDP, which builds its
+        gradient buckets from the parameters' layout), ``model`` wrapped by ``wrap`` (the process setup's DDP wrap),
+        then compiled (compiling the DDP-wrapped module is PyTorch's documented order). The network itself is never
+        replaced: the optimizer trains it and checkpoints save its ``state_dict`` (no ``_orig_mod.`` prefix), so
+        checkpoints load whether or not either run compiled.
+        """
+        if self.memory_format is torch.channels_last:
+            self.network.to(memory_format=torch.channels_last)
+        model = wrap(self.network, self.model)
+        self.model = model if self.compile_options is None else torch.compile(model, **self.compile_options)
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """Autocast context of the mixed precision (a no-op without ``use_amp``)."""

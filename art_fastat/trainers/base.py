@@ -95,6 +95,8 @@ class AdversarialTrainerBase(TrainingMethod, Trainer):
         early_stopping: bool = False,
         early_stopping_patience: int | None = None,
         augmentation: str | Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
+        channels_last: bool = False,
+        compile: bool | dict[str, Any] = False,
         verbose: bool = False,
     ) -> None:
         """
@@ -108,8 +110,10 @@ class AdversarialTrainerBase(TrainingMethod, Trainer):
                             built on the classifier's optimizer (e.g. ``torch.optim.lr_scheduler.OneCycleLR``).
         :param lr_schedule_interval: When a scheduler object is stepped: ``"step"`` (every weight update) or
                                      ``"epoch"``.
-        :param use_amp: Mixed precision through ``torch.amp`` autocast (bf16 by default; fp16 with a gradient scaler).
-        :param amp_dtype: ``torch.bfloat16`` or ``torch.float16``.
+        :param use_amp: Mixed precision through ``torch.amp`` autocast: bf16 by default, the GPU default (Ampere and
+                        later compute it natively, and its float32 range needs no loss scaling); fp16 with a gradient
+                        scaler, for GPUs without bf16.
+        :param amp_dtype: ``torch.bfloat16`` (default) or ``torch.float16``.
         :param seed: Seed of the trainer's generator (shuffling and random starts).
         :param validation_size: Number of validation samples (the first ones) used each epoch when ``fit`` gets
                                 ``validation_data``.
@@ -138,6 +142,20 @@ class AdversarialTrainerBase(TrainingMethod, Trainer):
                              wrong one is refused before the first update). The trainer's generator draws every
                              augmentation, so a resumed run stays bit-identical. The validation data and the
                              overfitting guard's check set are not augmented.
+        :param channels_last: Train in the channels-last memory format (NHWC; faster convolutions on GPUs with tensor
+                              cores, and under bf16/fp16 autocast): the network is converted in place when ``fit``
+                              starts (its values are unchanged, and it stays channels-last after ``fit``), every
+                              clean training minibatch is converted before augmentation and attack, so the
+                              adversarial examples follow. Needs ``input_shape`` ``(channels, height, width)``.
+        :param compile: ``torch.compile`` the forward pass that every attack and update of the method runs: ``True``,
+                        or a dict of ``torch.compile`` keyword arguments (e.g. ``{"mode": "max-autotune"}``). The
+                        network is compiled when ``fit`` starts, after the DDP wrap under torch.distributed; the
+                        classifier keeps the uncompiled network, which the optimizer trains and checkpoints save (a
+                        checkpoint loads with or without ``compile``). The first epoch's ``seconds`` include the
+                        compilation; the forward is compiled again for each new variant of it (input gradients or
+                        not, train or eval mode as in validation, BatchNorm frozen in attack passes, a new batch
+                        size), up to ``torch.compile``'s recompile limit, after which it runs eagerly. A plugged-in
+                        torchattacks attack runs its own (uncompiled) model.
         :param verbose: Show a tqdm progress bar.
         """
         check_classifier(classifier)
@@ -161,6 +179,9 @@ class AdversarialTrainerBase(TrainingMethod, Trainer):
         self.early_stopping_patience: int | None = options["early_stopping_patience"]
         #: The checked ``augmentation``: None or the callable applied to every training minibatch.
         self.augmentation: Augmentation | None = options["augmentation"]
+        self.channels_last: bool = options["channels_last"]
+        #: The checked ``compile``: None (eager) or the keyword arguments of ``torch.compile``.
+        self.compile: dict[str, Any] | None = options["compile"]
         self.verbose: bool = options["verbose"]
         #: The epoch whose weights early stopping kept (1-based), or None.
         self.best_epoch: int | None = None
@@ -180,7 +201,8 @@ class AdversarialTrainerBase(TrainingMethod, Trainer):
         self.shuffle_generator = self.generator
         if self.process.distributed:
             self.shuffle_generator = torch.Generator(device=self.device).manual_seed(self.seed)
-        self.step = Step(self.network, self.model, self.optimizer, self.use_amp, self.amp_dtype, self.device)
+        self.step = Step(self.network, self.model, self.optimizer, self.use_amp, self.amp_dtype, self.device,
+                         self.channels_last, self.compile)  # fmt: skip
         self.totals = EpochTotals()
         self.guards = Guards(self.method, self.overfitting_guard, self.early_stopping, self.early_stopping_patience,
                              self._snapshot, self._load_snapshot)  # fmt: skip
@@ -358,7 +380,7 @@ class AdversarialTrainerBase(TrainingMethod, Trainer):
         self.best_epoch = None
         self.guards.reset()
         if not self._wrapped:
-            self.step.model = self.process.wrap(self.network, self.step.model, self.device)
+            self.step.build(functools.partial(self.process.wrap, device=self.device))
             self._wrapped = True
         start_epoch = checkpoints.resume(self) if self.resume else 0
         starting = start_epoch == 0
@@ -375,7 +397,8 @@ class AdversarialTrainerBase(TrainingMethod, Trainer):
             self.totals.clear()
             last_good = self._snapshot()  # the weights at the end of the previous epoch
             started = time.perf_counter()
-            for index, batch in enumerate(augmented(source.epoch(), self.augmentation, self.generator)):
+            batches = augmented(source.epoch(), self.augmentation, self.generator, self.step.memory_format)
+            for index, batch in enumerate(batches):
                 if starting:
                     self._begin_fit(batch.x)
                     starting = False
@@ -448,6 +471,7 @@ class AdversarialTrainerBase(TrainingMethod, Trainer):
         (``validation_pgd_steps``) and the overfitting guard's own check.
         """
         self.network.eval()
+        x = x.contiguous(memory_format=self.step.memory_format)
         try:
             steps = self.validation_pgd_steps if pgd_steps is None else pgd_steps
             seed = self.seed + seed_offset
