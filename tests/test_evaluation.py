@@ -540,3 +540,18 @@ def test_attack_sizes_are_checked_before_anything_runs(classifier, data, attack_
     monkeypatch.setattr(pgd_runner, "run", lambda task: pytest.fail("an attack ran"))
     with pytest.raises(error, match=message):
         evaluate(classifier, x[:10], y[:10], 0.1, attacks="pgd", attack_sizes=attack_sizes)
+
+
+def test_autoattack_runs_on_a_channels_last_network_as_on_a_contiguous_one():
+    # AutoAttack reshapes input gradients with .view, which a channels-last network's gradients refuse (3 channels).
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 8 * 8, 10))
+    x = torch.rand(12, 3, 8, 8, generator=torch.Generator().manual_seed(1)).numpy()
+    y = model(torch.from_numpy(x)).argmax(1).numpy()  # every point clean-correct
+    reports = []
+    for memory_format in (torch.contiguous_format, torch.channels_last):
+        network = copy.deepcopy(model).to(memory_format=memory_format)
+        classifier = PyTorchClassifier(network, nn.CrossEntropyLoss(), (3, 8, 8), 10, clip_values=(0.0, 1.0))
+        reports.append(evaluate(classifier, x, y, 0.02, attacks=("autoattack",), **QUICK_AUTOATTACK))
+    assert reports[1].clean_accuracy == 1.0
+    np.testing.assert_array_equal(reports[0].per_sample["autoattack"], reports[1].per_sample["autoattack"])

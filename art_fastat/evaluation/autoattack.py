@@ -62,10 +62,24 @@ def run(task: AttackTask) -> AttackResult:
     return AttackResult(robust, settings, warnings)
 
 
-class _UnitBoxModel(nn.Module):
-    """``model(low + z * width)``: a model of inputs in ``clip_values`` seen as a model of ``z`` in [0, 1]."""
+class _ContiguousGradient(torch.autograd.Function):
+    """The identity, whose backward makes the input gradient contiguous: AutoAttack reshapes input gradients with
+    ``.view``, which the gradients of a channels-last network (``channels_last=True``) would refuse."""
 
-    def __init__(self, model: nn.Module, low: torch.Tensor, width: float) -> None:
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: Any, gradient: torch.Tensor) -> torch.Tensor:
+        return gradient.contiguous()
+
+
+class _AutoAttackModel(nn.Module):
+    """``model(low + z * width)``: a model of inputs in ``clip_values`` seen as a model of ``z`` in [0, 1], whose input
+    gradients are contiguous whatever the network's memory format."""
+
+    def __init__(self, model: nn.Module, low: torch.Tensor | float = 0.0, width: float = 1.0) -> None:
         """
         :param model: Model of input-space images.
         :param low: Lower clip values, broadcastable to a batch.
@@ -73,7 +87,7 @@ class _UnitBoxModel(nn.Module):
         """
         super().__init__()
         self.model = model
-        self.register_buffer("low", low)
+        self.register_buffer("low", torch.as_tensor(low))
         self.width = width
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -81,7 +95,7 @@ class _UnitBoxModel(nn.Module):
         :param z: Inputs in [0, 1].
         :return: The model's logits.
         """
-        return self.model(self.low + z * self.width)
+        return self.model(self.low + _ContiguousGradient.apply(z) * self.width)
 
 
 def _autoattack(
@@ -103,10 +117,9 @@ def _autoattack(
     :return: Its adversarial examples (in input space), its settings and the warnings it logged.
     """
     low, width = box
-    model = input_space_model(classifier)
     unit = bool(np.all(low == 0)) and width == 1.0
-    if not unit:
-        model = _UnitBoxModel(model, torch.from_numpy(low[np.newaxis]).to(classifier.device), width)
+    offset = 0.0 if unit else torch.from_numpy(low[np.newaxis])
+    model = _AutoAttackModel(input_space_model(classifier), offset, width).to(classifier.device)
     model.eval()
     with _autoattack_output(verbose) as output:
         adversary = AutoAttack(
@@ -205,7 +218,7 @@ def model_checks(classifier: Any, x: np.ndarray, labels: np.ndarray) -> list[str
 
     :return: The checks' warnings.
     """
-    model = input_space_model(classifier)
+    model = _AutoAttackModel(input_space_model(classifier)).to(classifier.device)
     model.eval()
     inputs = torch.from_numpy(x).to(classifier.device)
     targets = torch.from_numpy(labels).to(classifier.device)
