@@ -9,12 +9,23 @@ GAAT, DAT+GAAT and the baselines on protocol P1 (``mnist10k``), in one run (issu
 3. How often ``1 + <J, delta_0> < 0`` (GAAT-GN moving down the loss), per epoch.
 
     python benchmarks/gaat.py --data-dir ../shared/data/mnist [--n-pgd 2000] [--n-autoattack 2000]
+
+``--cost`` measures only the cost of GAAT-GN (T=10 and the paper's MNIST T=100) against Fast on P1 (issue 16: target
+T=10 <= 1.10x Fast): one epoch of each in turn, the order alternating, ``--repeats`` times; the medians of the paired
+ratios (each epoch against the Fast epoch next to it), wall and process CPU time:
+
+    python benchmarks/gaat.py --data-dir ../shared/data/mnist --cost [--repeats 9] [--threads 2] [--samples 8000]
+
+(``--samples`` times a slice of the 8000 training images instead of whole epochs. On a machine other jobs load, use
+``--threads 1``: two torch threads there wait on each other, and an epoch took 7 to 15 times longer.)
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -22,7 +33,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import markdown_table, train_and_evaluate  # noqa: E402
 
-from art_fastat.protocols import get_protocol  # noqa: E402
+from art_fastat.protocols import Protocol, get_protocol  # noqa: E402
 from art_fastat.trainers import TRAINERS  # noqa: E402
 
 
@@ -33,12 +44,18 @@ def main() -> None:
     parser.add_argument("--n-autoattack", type=int, default=2000, help="test images for AutoAttack (0: skip)")
     parser.add_argument("--paper-epochs", type=int, default=10, help="epochs of the paper-setting runs (0: skip)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--cost", action="store_true", help="only GAAT-GN's cost against Fast, interleaved epochs")
+    parser.add_argument("--repeats", type=int, default=9, help="epochs of each method timed with --cost")
+    parser.add_argument("--samples", type=int, default=8000, help="training images per timed epoch with --cost")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     protocol = get_protocol("mnist10k")
     data = protocol.load(args.data_dir)
     engine = protocol.trainer_options()
     eps = protocol.eps
+    if args.cost:
+        measure_cost(protocol, (data[0][: args.samples], data[1][: args.samples]), args.repeats)
+        return
 
     def method(name: str, **options: object):
         return lambda classifier: TRAINERS[name](classifier, eps=eps, **engine, **options)
@@ -80,6 +97,37 @@ def main() -> None:
         saved = 1 - paper_rows[1]["s/epoch"] / paper_rows[0]["s/epoch"]
         print(f"\nGAAT saves {saved:.1%} of RAT's time here; the paper's Table 2 (MNIST, 512 batch, 200 epochs): RAT "
               "99.31 / 96.13, GAAT 99.30 / 95.13, 12.5% saved.")  # fmt: skip
+
+
+def measure_cost(protocol: Protocol, data: tuple, repeats: int) -> None:
+    """Seconds of one epoch of Fast and GAAT-GN in turn (order alternating), and the medians of paired ratios."""
+    x, y = data[0], data[1]
+    engine = {**protocol.trainer_options(), "eps_warmup_epochs": 0.0}  # the full eps: the cost of most P1 epochs
+    builds = {
+        "Fast": lambda classifier, seed: TRAINERS["fast"](classifier, eps=protocol.eps, seed=seed, **engine),
+        "GAAT-GN (T=10)": lambda classifier, seed: TRAINERS["gaat"](classifier, eps=protocol.eps, steps=10, seed=seed,
+                                                                    **engine),
+        "GAAT-GN (T=100)": lambda classifier, seed: TRAINERS["gaat"](classifier, eps=protocol.eps, steps=100,
+                                                                     alpha=protocol.eps / 40, seed=seed, **engine),
+    }  # fmt: skip
+    wall: dict[str, list[float]] = {label: [] for label in builds}
+    cpu: dict[str, list[float]] = {label: [] for label in builds}
+    for repeat in range(repeats):
+        for label in list(builds) if repeat % 2 == 0 else list(builds)[::-1]:
+            trainer = builds[label](protocol.make_classifier("cpu", seed=repeat), repeat)
+            started, started_cpu = time.perf_counter(), time.process_time()
+            trainer.fit(x, y, batch_size=protocol.batch_size, nb_epochs=1)
+            wall[label].append(time.perf_counter() - started)
+            cpu[label].append(time.process_time() - started_cpu)
+            print(f"  repeat {repeat + 1}/{repeats} {label}: {wall[label][-1]:.2f} s", flush=True)
+    print(f"\nP1 mnist10k, {len(x)} images, batch {protocol.batch_size}, eps {protocol.eps} (no warm-up); "
+          f"{torch.get_num_threads()} threads, {repeats} interleaved epochs each\n")  # fmt: skip
+    print("| method | s/epoch (median) | vs Fast, median of paired ratios, wall | ... CPU |")
+    print("|---|---:|---:|---:|")
+    for label in builds:
+        paired_wall = statistics.median(a / b for a, b in zip(wall[label], wall["Fast"], strict=True))
+        paired_cpu = statistics.median(a / b for a, b in zip(cpu[label], cpu["Fast"], strict=True))
+        print(f"| {label} | {statistics.median(wall[label]):.2f} | {paired_wall:.3f}x | {paired_cpu:.3f}x |")
 
 
 if __name__ == "__main__":

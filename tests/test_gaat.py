@@ -70,6 +70,100 @@ def test_gauss_newton_is_fgsm_rs_where_1_plus_j_delta0_is_positive_and_descends_
                               0.0, 1.0)[descending], atol=1e-6, rtol=0)  # fmt: skip
 
 
+def _step_by_step(space, x, y, eps, alpha, steps, random_start, hessian="gauss_newton", objective=None):
+    """
+    The reference: taylor_ascent's T steps one at a time, as it computed them before the Gauss-Newton steps were
+    folded into two. Returns ``(delta, per step the per-sample sign of 1 + <J, delta>)`` (Gauss-Newton).
+    """
+    objective = objective or (lambda logits, labels: F.cross_entropy(logits.float(), labels, reduction="none"))
+    _, jacobian, curvature = jacobian_and_curvature(space, x, y, hessian, 1, objective)
+    delta = space.start(x, eps, random_start)
+    lower, upper = space.box(x, eps)
+    jacobian_sign = jacobian.sign()
+    slope_signs = []
+    for _ in range(steps):
+        if hessian == "diagonal":
+            direction = (jacobian + curvature * delta).sign()
+        else:
+            slope_sign = (1 + (jacobian * delta).flatten(1).sum(1).view(-1, *([1] * (x.dim() - 1)))).sign()
+            slope_signs.append(slope_sign.flatten())
+            direction = jacobian_sign * slope_sign
+        delta = torch.clamp(delta + alpha * direction, lower, upper)
+    return delta.detach(), slope_signs
+
+
+def _linear_objective(logits, weights):
+    """``<w, x>`` per sample (logits are the pixels): J is ``w`` exactly, so a test chooses ``1 + <J, delta>``."""
+    return (logits * weights).sum(1)
+
+
+def test_gauss_newton_in_two_steps_equals_the_t_steps_one_by_one():
+    generator = torch.Generator().manual_seed(0)
+    flipped = descending = ascending_after_descent = 0
+    for case in range(40):
+        steps = (1, 2, 3, 10, 17)[case % 5]
+        eps = 0.05 + 0.35 * float(torch.rand(1, generator=generator))
+        alpha = eps * float(torch.rand(1, generator=generator)) * (0.05 if case % 2 else 0.5)
+        random_start = case % 4 != 3
+        shape = (64, 2, 5, 5)
+        # MNIST-like inputs, many on the ends of the range so that x + delta_0 leaves it and step 1's clip bites.
+        x = torch.rand(shape, generator=generator).mul_(2).sub_(0.5).clamp_(0, 1)
+        per_feature = case % 3 == 0
+        low = -0.1 * torch.rand((1, *shape[1:]), generator=generator) if per_feature else 0.0
+        high = 1 + 0.1 * torch.rand((1, *shape[1:]), generator=generator) if per_feature else 1.0
+        weights = torch.randn((len(x), x[0].numel()), generator=generator)
+        if random_start:  # <J, delta_0> = -u, u ~ U(0.5, 1.5): 1 + <J, delta_0> of both signs, often turned by step 1
+            delta_0 = uniform_start(x, eps, torch.Generator().manual_seed(case)).flatten(1)
+            target = -(0.5 + torch.rand(len(x), generator=generator))
+            weights *= (target / (weights * delta_0).sum(1)).unsqueeze(1)
+
+        def space(seed: int, low=low, high=high) -> AttackSpace:
+            return AttackSpace(lambda inputs: inputs.flatten(1), low, high, torch.Generator().manual_seed(seed))
+
+        ascent = taylor_ascent(space(case), x, weights, eps, alpha, steps, random_start=random_start,
+                               objective=_linear_objective)  # fmt: skip
+        reference, slope_signs = _step_by_step(space(case), x, weights, eps, alpha, steps, random_start,
+                                               objective=_linear_objective)  # fmt: skip
+        if steps <= 2:
+            assert torch.equal(ascent.delta, reference)  # no step is summed: bit for bit
+        else:  # (T - 1) alpha in one addition instead of T - 1: float rounding of numbers <= eps + alpha
+            assert torch.allclose(ascent.delta, reference, atol=1e-6, rtol=0)
+            assert all(torch.equal(signs, slope_signs[1]) for signs in slope_signs[1:])  # the sign holds from step 2
+        assert torch.equal(ascent.descending, slope_signs[0] < 0)
+        assert torch.allclose(ascent.jacobian.flatten(1), weights)
+        assert bool((ascent.delta >= space(0).box(x, eps)[0] - 1e-7).all())
+        assert bool((ascent.delta <= space(0).box(x, eps)[1] + 1e-7).all())
+        if steps > 1:
+            flipped += int((slope_signs[0] != slope_signs[1]).sum())
+            ascending_after_descent += int(((slope_signs[0] < 0) & (slope_signs[1] > 0)).sum())
+        descending += int((slope_signs[0] < 0).sum())
+    # The cases the folding has to get right all occurred: descending samples, and samples whose sign step 1's clip
+    # turned (the reason the steps fold into two, not one).
+    assert descending > 500 and flipped > 50 and ascending_after_descent > 30
+
+
+@pytest.mark.parametrize("hessian", ["gauss_newton", "diagonal"])
+def test_taylor_ascent_on_a_network_equals_the_steps_one_by_one(batch, hessian):
+    x, y = batch[0][:64], batch[1][:64]
+    network = _network()
+
+    def forward(inputs):
+        return 50.0 * network(inputs)  # large gradients: both signs of 1 + <J, delta_0>
+
+    for steps, random_start in ((1, True), (10, False), (25, True)):
+        ascent = taylor_ascent(AttackSpace(forward, generator=torch.Generator().manual_seed(steps)), x, y, EPS, ALPHA,
+                               steps, hessian=hessian, random_start=random_start)  # fmt: skip
+        reference, _ = _step_by_step(AttackSpace(forward, generator=torch.Generator().manual_seed(steps)), x, y, EPS,
+                                     ALPHA, steps, random_start, hessian)  # fmt: skip
+        if hessian == "diagonal" or steps == 1:
+            assert torch.equal(ascent.delta, reference)
+        else:
+            assert torch.allclose(ascent.delta, reference, atol=1e-6, rtol=0)
+        linear = (ascent.jacobian * reference).flatten(1).sum(1)
+        quadratic = linear**2 if hessian == "gauss_newton" else (reference**2 * ascent.curvature).flatten(1).sum(1)
+        assert torch.allclose(ascent.predicted_increase(), linear + quadratic / 2, rtol=1e-5, atol=1e-4)
+
+
 def test_hutchinson_diagonal_matches_the_exact_hessian_diagonal():
     torch.manual_seed(0)
     smooth = nn.Sequential(nn.Flatten(), nn.Linear(16, 12), nn.Tanh(), nn.Linear(12, 4))

@@ -77,7 +77,8 @@ class TaylorAscent:
     jacobian: torch.Tensor
     #: Diagonal Hessian estimate, or None for Gauss-Newton.
     curvature: torch.Tensor | None
-    #: Gauss-Newton only: samples with 1 + <J, delta_0> < 0, for which every step moves *down* the model's loss.
+    #: Gauss-Newton only: samples with 1 + <J, delta_0> < 0. Their first step moves *down* the model's loss, and so do
+    #: the others unless that step's projection of an invalid ``x + delta_0`` into the valid range turned the sign.
     descending: torch.Tensor | None
 
     def predicted_increase(self) -> torch.Tensor:
@@ -107,13 +108,18 @@ def taylor_ascent(
     ``J`` is the gradient of the batch *sum* of per-sample losses, i.e. each sample's own input gradient (a batch mean
     would shrink J by 1/B and H by 1/B^2). ``H`` is never formed as a d x d matrix:
 
-    - ``"gauss_newton"`` (eq. 8): ``H = J J^T`` per sample, so ``H delta = J <J, delta>``. Then
-      ``sign(J + J <J, delta>) = sign(1 + <J, delta>) sign(J)``: while ``1 + <J, delta_0> > 0`` every step moves along
-      ``sign(J)`` and the result is one step of ``steps * alpha`` along ``sign(J)`` from ``delta_0``, clipped (exactly
-      so where ``x + delta_0`` is inside the valid range): FGSM with random start, with J taken at the natural point
-      (Wong et al. take it at ``x + delta_0``); when
-      ``1 + <J, delta_0> < 0`` every step moves *down* the loss. Both follow from the paper's update, implemented as
-      printed; :attr:`TaylorAscent.descending` says which samples fell in the second case.
+    - ``"gauss_newton"`` (eq. 8): ``H = J J^T`` per sample, so ``H delta = J <J, delta>`` and
+      ``sign(J + J <J, delta>) = sign(1 + <J, delta>) sign(J)``: each step moves every pixel of a sample by ``alpha``
+      along ``sign(J)`` or every pixel against it. Once ``delta`` is inside the box ``Pi`` projects onto (after the
+      first step: ``x + delta_0`` may leave the valid range), a step can only move ``<J, delta>`` the way it points,
+      so ``sign(1 + <J, delta>)`` never changes again and the other ``T - 1`` steps are one step of ``(T - 1) alpha``.
+      The ``T`` steps are computed as these two: the same perturbation as step by step up to the float rounding of
+      the summed step, and the same signs, since rounding keeps the monotonicity (a per-sample dot product of fixed
+      reduction order is monotone in each term). So while ``1 + <J, delta_0> > 0`` (and ``1 + <J, delta_1> > 0``)
+      the result is one step of ``steps * alpha`` along ``sign(J)`` from ``delta_0``, clipped (exactly so where
+      ``x + delta_0`` is inside the valid range): FGSM with random start, with J taken at the natural point (Wong et
+      al. take it at ``x + delta_0``); when ``1 + <J, delta_0> < 0`` the steps move *down* the loss. Both follow from
+      the paper's update; :attr:`TaylorAscent.descending` says which samples fell in the second case.
     - ``"diagonal"`` (eq. 10): ``diag(H) ~ mean_s z_s * (H z_s)`` with Rademacher probes ``z_s`` and Hessian-vector
       products by double backpropagation (Hutchinson). Samples are independent as long as the network has no
       batch-coupled layer in the mode it runs in (BatchNorm in train mode couples them).
@@ -131,19 +137,22 @@ def taylor_ascent(
     :param objective: Per-sample loss to maximise.
     :return: The perturbation and diagnostics.
     """
-    diagonal = hessian == "diagonal"
     natural_loss, jacobian, curvature = jacobian_and_curvature(space, x, y, hessian, hutchinson_samples, objective)
     delta = space.start(x, eps, random_start)
-    descending = None if diagonal else (1 + _per_sample_dot(jacobian, delta).flatten() < 0)
     lower, upper = space.box(x, eps)
+    if curvature is not None:
+        for _ in range(steps):
+            direction = (jacobian + curvature * delta).sign_()
+            delta = torch.add(delta, direction, alpha=alpha).clamp_(lower, upper)
+        return TaylorAscent(delta.detach(), natural_loss, jacobian, curvature, None)
+    # Gauss-Newton: the T steps in two, exactly (see the docstring).
     jacobian_sign = jacobian.sign()
-    for _ in range(steps):
-        if diagonal:
-            direction = (jacobian + curvature * delta).sign()
-        else:  # sign(J + J <J, delta>) = sign(1 + <J, delta>) sign(J): one per-sample dot product per step
-            direction = jacobian_sign * (1 + _per_sample_dot(jacobian, delta)).sign()
-        delta = torch.clamp(delta + alpha * direction, lower, upper)
-    return TaylorAscent(delta.detach(), natural_loss, jacobian, curvature, descending)
+    slope = 1 + _per_sample_dot(jacobian, delta)
+    delta.addcmul_(jacobian_sign, alpha * slope.sign()).clamp_(lower, upper)
+    if steps > 1:
+        slope_in_box = 1 + _per_sample_dot(jacobian, delta)
+        delta.addcmul_(jacobian_sign, (steps - 1) * alpha * slope_in_box.sign()).clamp_(lower, upper)
+    return TaylorAscent(delta.detach(), natural_loss, jacobian, None, slope.flatten() < 0)
 
 
 class GAAT(CheckedAttack):

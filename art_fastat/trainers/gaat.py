@@ -32,7 +32,9 @@ class AdversarialTrainerGAAT(AdversarialTrainerBase):
       model's) to the history, computed from the update's own forward pass (no extra pass).
     - ``lr_schedule="paper"``: x0.2 at 30%, 60% and 80% of training (the paper's epochs 60, 120, 160 of 200).
     - Cost: 2 passes per batch with Gauss-Newton (J, then the update), ``2 + 2 * hutchinson_samples`` with the
-      diagonal Hessian (each Hessian-vector product is a double backward).
+      diagonal Hessian (each Hessian-vector product is a double backward). Between them, the Gauss-Newton steps are
+      two elementwise steps over the batch whatever ``steps`` is (they fold exactly, see ``taylor_ascent``); the
+      diagonal ones are ``steps``.
     """
 
     method: ClassVar[str] = "gaat"
