@@ -59,7 +59,7 @@ LABELS: dict[str, str] = {
 LABEL_CORNERS = (((6, 5), "left"), ((-6, -13), "right"), ((6, -13), "left"), ((-6, 5), "right"))
 
 COLUMNS = ("rank", "method", "clean", "autoattack", "pgd", "cw", "worst_case", "training_seconds", "vs_rat",
-           "vs_natural", "passes_per_batch", "epochs")  # fmt: skip
+           "vs_natural", "passes_per_batch", "epochs", "stopped")  # fmt: skip
 
 
 def bench_method(
@@ -79,8 +79,8 @@ def bench_method(
     Train, save and evaluate one method under ``protocol`` with :func:`~art_fastat.runs.run_method`, in
     ``out/<method>``.
 
-    :return: The method's result (its ``result.json``): label, training seconds, passes per batch, history and the
-             evaluation report.
+    :return: The method's result (its ``result.json``): label, training seconds, passes per batch, history, why
+             training stopped early (``stop_reason``) and the epoch kept (``best_epoch``), and the evaluation report.
     """
     run = run_method(method, protocol=protocol, data=data, out=out / method, device=device, seed=seed,
                      epochs=epochs, resume=True, attacks=attacks, n_eval=n_eval, verbose=verbose)  # fmt: skip
@@ -93,6 +93,8 @@ def bench_method(
         "training_seconds": float(run.training_seconds),
         "passes_per_batch": float(run.passes_per_batch),
         "epochs": len(run.history),
+        "stop_reason": run.stop_reason,
+        "best_epoch": run.best_epoch,
         "history": run.history,
         "report": run.report.to_dict(),
     }
@@ -102,7 +104,9 @@ def leaderboard(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """
     RobustBench-style rows, best first: by AutoAttack accuracy when it was run, else by worst-case accuracy.
     Accuracies in percent; ``vs_rat`` / ``vs_natural`` are training-time ratios to RAT (PGD-10) and to natural
-    training of the same run (None when that method was not run).
+    training of the same run (None when that method was not run); ``epochs`` are the epochs run and ``stopped`` says
+    why a run stopped early and which epoch's weights were evaluated (e.g. ``"catastrophic overfitting: epoch 6
+    kept"``), None when it ran every epoch.
 
     :param results: Results of :func:`bench_method`.
     :return: The rows.
@@ -122,12 +126,20 @@ def leaderboard(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             "vs_natural": ratio(result["training_seconds"], "natural"),
             "passes_per_batch": result["passes_per_batch"],
             "epochs": result["epochs"],
+            "stopped": _stopped(result),
         })  # fmt: skip
     key = _robust_key(rows)
     rows.sort(key=lambda row: (-row[key], -(row["pgd"] or 0.0), -row["clean"]))
     for rank, row in enumerate(rows, start=1):
         row["rank"] = rank
     return [{column: row[column] for column in COLUMNS} for row in rows]
+
+
+def _stopped(result: dict[str, Any]) -> str | None:
+    """The leaderboard's note on a run that stopped early or kept an earlier epoch (None for older results)."""
+    reason, kept = result.get("stop_reason"), result.get("best_epoch")
+    notes = ([reason.replace("_", " ")] if reason else []) + ([f"epoch {kept} kept"] if kept else [])
+    return ": ".join(notes) or None
 
 
 def to_markdown(rows: Sequence[dict[str, Any]], protocol: Protocol, n: int) -> str:
@@ -139,7 +151,7 @@ def to_markdown(rows: Sequence[dict[str, Any]], protocol: Protocol, n: int) -> s
         return f"{value:g}{suffix}" if isinstance(value, float) else str(value)
 
     header = ["#", "method", "clean", "AutoAttack", "PGD", "CW", "worst case", "train s", "vs RAT", "vs natural",
-              "passes/batch", "epochs"]  # fmt: skip
+              "passes/batch", "epochs", "stopped"]  # fmt: skip
     lines = [
         f"Leaderboard: protocol {protocol.name}, L-inf eps = {protocol.eps:g}, {n} test images, accuracies in %",
         "",

@@ -32,6 +32,16 @@ def test_leaderboard_ranks_by_autoattack_and_gives_time_ratios_to_rat_and_natura
     assert leaderboard([result("fast", 4.0, 0.5, 0.7)])[0]["vs_rat"] is None  # no RAT in the run
 
 
+def test_leaderboard_says_when_a_run_stopped_early_and_which_epoch_it_kept():
+    stopped = {**result("gaat", 3.0, 0.25, 0.3), "epochs": 8, "stop_reason": "catastrophic_overfitting",
+               "best_epoch": 6}  # fmt: skip
+    rows = leaderboard([stopped, result("fast", 4.0, 0.5, 0.7)])  # the second as written before stops were recorded
+    note = "catastrophic overfitting: epoch 6 kept"
+    assert [(row["epochs"], row["stopped"]) for row in rows] == [(3, None), (8, note)]
+    table = bench_module.to_markdown(rows, get_protocol("digits"), 100)
+    assert table.splitlines()[2].endswith("| epochs | stopped |") and f"| 8 | {note} |" in table
+
+
 def test_pareto_front_keeps_only_points_nothing_beats_on_time_and_robustness():
     points = [(10.0, 80.0, "rat"), (2.0, 50.0, "fast"), (1.0, 0.0, "natural"), (3.0, 40.0, "worse than fast"),
               (12.0, 79.0, "slower and weaker than rat"), (5.0, 75.0, "atlas")]  # fmt: skip
