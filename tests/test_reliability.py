@@ -160,14 +160,20 @@ def test_default_guard_restores_the_best_epoch_of_a_gradual_collapse_and_says_so
     assert "the weights of epoch 2 were restored" in caplog.text
 
 
-def test_an_epoch_that_learned_nothing_is_never_the_guards_best(arrays, monkeypatch):
+def test_an_epoch_that_learned_nothing_is_never_the_guards_best_and_a_run_of_them_warns(arrays, monkeypatch, caplog):
     x, y = arrays
+    scripted_validation(monkeypatch, [(0.05, 0.5), (0.05, 0.1)])
+    with caplog.at_level(logging.WARNING, logger="art_fastat"):
+        AdversarialTrainerGAAT(make_classifier(), eps=0.2).fit(x, y, batch_size=BATCH, nb_epochs=2)
+    assert "in 2 epoch(s) the clean accuracy on the overfitting guard's check set never rose" in caplog.text
+    caplog.clear()
     # epoch 1 predicts one class (clean accuracy 0.05, under the check set's largest label share): its 0.5 "robust"
     # accuracy is that class's samples, and the model learning real features after it is no collapse
     scripted_validation(monkeypatch, [(0.05, 0.5), (0.8, 0.1), (0.9, 0.2)])
     trainer = AdversarialTrainerGAAT(make_classifier(), eps=0.2)
-    history = trainer.fit(x, y, batch_size=BATCH, nb_epochs=3)
-    assert len(history) == 3 and trainer.stop_reason is None
+    with caplog.at_level(logging.WARNING, logger="art_fastat"):
+        history = trainer.fit(x, y, batch_size=BATCH, nb_epochs=3)
+    assert len(history) == 3 and trainer.stop_reason is None and "learned nothing" not in caplog.text
 
 
 def test_overfitting_guard_off_for_multi_step_defaults_and_when_disabled(arrays, monkeypatch):

@@ -127,6 +127,7 @@ class Guards:
                 )  # fmt: skip
                 return
             learned = metrics["val_accuracy"] > chance
+            self.state.update(guard_chance=chance, guard_epochs=self.state.get("guard_epochs", 0) + 1)
             if learned and (best is None or robust >= best):  # on a tie the later, longer-trained epoch
                 self.state.update(guard_best=self.take_snapshot(), guard_best_accuracy=robust, guard_best_epoch=epoch)
         if self.early_stopping:
@@ -143,8 +144,15 @@ class Guards:
     def finish(self) -> int | None:
         """
         At the end of ``fit``: with early stopping, restore the best epoch and return it (1-based); else the epoch the
-        overfitting guard restored, or None (the weights are the last epoch's).
+        overfitting guard restored, or None (the weights are the last epoch's). Warns when the overfitting guard found
+        no epoch that learned anything.
         """
+        if self.state.get("guard_epochs") and "guard_best" not in self.state:
+            logger.warning(
+                "%s: in %d epoch(s) the clean accuracy on the overfitting guard's check set never rose above %.4f, "
+                "always predicting its most frequent label: the model learned nothing (an eps too large to start "
+                "from? see eps_warmup_epochs)", self.method, self.state["guard_epochs"], self.state["guard_chance"],
+            )  # fmt: skip
         if not self.early_stopping or "best" not in self.state:
             return self.restored_epoch
         self.restore(self.state["best"])
