@@ -13,16 +13,18 @@ Settings (``--settings``, comma-separated):
 - ``defaults``: every default of the trainer and of ``fit`` (batch 128, 20 epochs, the optimizer's constant lr, no
   warm-up).
 
-Natural training runs once, under the protocol's settings. Evaluation: clean and ART PGD-50-10 (step 0.01) on the
-first ``--n-pgd`` test images (2000-image test split: images 8000-9999 of MNIST's test set), AutoAttack standard on
-the first ``--n-autoattack``. The guard does not change training until it acts (its check has its own random
-stream), so each pair of runs is identical up to the epoch where the guard stops.
+``natural``: natural training under the protocol's settings, the reference. Evaluation: clean and ART PGD-50-10
+(step 0.01) on the first ``--n-pgd`` test images (2000-image test split: images 8000-9999 of MNIST's test set),
+AutoAttack standard on the first ``--n-autoattack``. The guard's WARNINGs are printed as they happen. The guard does
+not change training until it acts (its check has its own random stream), so each pair of runs is identical up to the
+epoch where the guard stops.
 
-    python benchmarks/safe_defaults.py --data-dir ../shared/data/mnist --threads 1 [--settings protocol,defaults]
+    python benchmarks/safe_defaults.py --data-dir ../shared/data/mnist --threads 1 [--settings natural,protocol]
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from pathlib import Path
@@ -34,7 +36,7 @@ from common import benchmark_arguments  # noqa: E402
 from art_fastat.evaluation import evaluate  # noqa: E402
 from art_fastat.trainers import AdversarialTrainerGAAT, NaturalTrainer  # noqa: E402
 
-SETTINGS = ("protocol", "bench", "defaults")
+SETTINGS = ("natural", "protocol", "bench", "defaults")
 
 
 def main() -> None:
@@ -44,15 +46,19 @@ def main() -> None:
         n_cw=0,
         n_autoattack=0,
         extra=lambda parser: parser.add_argument(
-            "--settings", default="protocol,defaults", help=f"comma-separated subset of {','.join(SETTINGS)}"
+            "--settings", default="natural,protocol,defaults", help=f"comma-separated subset of {','.join(SETTINGS)}"
         ),
     )
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     settings = [name.strip() for name in args.settings.split(",")]
     if not set(settings) <= set(SETTINGS):
         raise SystemExit(f"--settings must be a comma-separated subset of {','.join(SETTINGS)}")
     on_protocol = ({**protocol.trainer_options()}, {"batch_size": protocol.batch_size, "nb_epochs": protocol.nb_epochs})
-    runs: list[tuple[str, str, Any, dict[str, Any], dict[str, Any]]] = [("protocol", "-", NaturalTrainer, *on_protocol)]
+    runs: list[tuple[str, str, Any, dict[str, Any], dict[str, Any]]] = []
     for setting in settings:
+        if setting == "natural":
+            runs.append(("protocol", "-", NaturalTrainer, *on_protocol))
+            continue
         engine, fit = on_protocol if setting != "defaults" else ({}, {})
         if setting == "bench":
             fit = {**fit, "validation_data": (x_test, y_test)}
