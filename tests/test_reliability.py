@@ -165,7 +165,7 @@ def test_an_epoch_that_learned_nothing_is_never_the_guards_best_and_a_run_of_the
     scripted_validation(monkeypatch, [(0.05, 0.5), (0.05, 0.1)])
     with caplog.at_level(logging.WARNING, logger="art_fastat"):
         AdversarialTrainerGAAT(make_classifier(), eps=0.2).fit(x, y, batch_size=BATCH, nb_epochs=2)
-    assert "in 2 epoch(s) the clean accuracy on the overfitting guard's check set never rose" in caplog.text
+    assert "in 2 epoch(s) the clean accuracy on the set the overfitting guard watches never rose" in caplog.text
     caplog.clear()
     # epoch 1 predicts one class (clean accuracy 0.05, under the check set's largest label share): its 0.5 "robust"
     # accuracy is that class's samples, and the model learning real features after it is no collapse

@@ -56,7 +56,7 @@ class Guards:
         self.method, self.overfitting_guard = method, overfitting_guard
         self.early_stopping, self.patience = early_stopping, patience
         self.take_snapshot, self.restore = take_snapshot, restore
-        #: How the guard was set, for its messages (e.g. "overfitting_guard='auto', a single-step method").
+        #: How the guard was set, for its messages (e.g. "overfitting_guard='auto', on for single-step methods").
         self.setting = f"overfitting_guard={overfitting_guard}"
         self.reset()
 
@@ -149,9 +149,10 @@ class Guards:
         """
         if self.state.get("guard_epochs") and "guard_best" not in self.state:
             logger.warning(
-                "%s: in %d epoch(s) the clean accuracy on the overfitting guard's check set never rose above %.4f, "
-                "always predicting its most frequent label: the model learned nothing (an eps too large to start "
-                "from? see eps_warmup_epochs)", self.method, self.state["guard_epochs"], self.state["guard_chance"],
+                "%s: in %d epoch(s) the clean accuracy on the set the overfitting guard watches never rose above "
+                "%.4f, what always predicting its most frequent label scores: the model learned nothing (an eps too "
+                "large to start from? see eps_warmup_epochs)", self.method, self.state["guard_epochs"],
+                self.state["guard_chance"],
             )  # fmt: skip
         if not self.early_stopping or "best" not in self.state:
             return self.restored_epoch
