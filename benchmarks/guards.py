@@ -16,7 +16,7 @@ stopping's copy of the best weights) and of the restores, against the epochs' ow
 Target: the guards cost a few percent of training time at most (issue 8: under 2% with a 32-image check; issue 17
 made the guard a default of the single-step methods and its check 128 images, one of Wong et al.'s minibatches).
 
-    python benchmarks/guards.py --data-dir ../shared/data/mnist [--check-size 128] --threads 1
+    python benchmarks/guards.py --data-dir ../shared/data/mnist [--check-size 128] [--methods pgd,fast,gaat]
 """
 
 from __future__ import annotations
@@ -59,20 +59,23 @@ def main() -> None:
         n_pgd=0,
         n_cw=0,
         n_autoattack=0,
-        extra=lambda parser: parser.add_argument(
-            "--check-size", type=int, default=128, help="overfitting_check_size of the guard's own check"
+        extra=lambda parser: (
+            parser.add_argument(
+                "--check-size", type=int, default=128, help="overfitting_check_size of the guard's own check"
+            ),
+            parser.add_argument("--methods", default="pgd,fast,gaat", help="comma-separated subset of pgd,fast,gaat"),
         ),
     )
     x, y, x_test, y_test = data
-    methods = {"RAT (PGD-10)": (AdversarialTrainerPGD, {"steps": 10}), "Fast": (AdversarialTrainerFast, {}),
-               "GAAT": (AdversarialTrainerGAAT, {})}  # fmt: skip
+    methods = {"pgd": ("RAT (PGD-10)", AdversarialTrainerPGD, {"steps": 10}),
+               "fast": ("Fast", AdversarialTrainerFast, {}), "gaat": ("GAAT", AdversarialTrainerGAAT, {})}  # fmt: skip
     settings = {
         "overfitting guard": ({"overfitting_guard": 0.2, "overfitting_check_size": args.check_size}, None),
         "early stopping + guard": ({"overfitting_guard": 0.2, "early_stopping": True}, (x_test, y_test)),
     }
     print("| method | guards | training s (3 epochs) | guards s | guards / training | validation s |")
     print("|---|---|---:|---:|---:|---:|")
-    for name, (cls, options) in methods.items():
+    for name, cls, options in (methods[key.strip()] for key in args.methods.split(",")):
         for label, (guards, validation) in settings.items():
             trainer = cls(protocol.make_classifier("cpu", seed=0), eps=protocol.eps, seed=0, **options, **guards,
                           **protocol.trainer_options())  # fmt: skip
