@@ -189,8 +189,9 @@ class AdversarialTrainerBase(TrainingMethod, Trainer):
             self.shuffle_generator = torch.Generator(device=self.device).manual_seed(self.seed)
         self.step = Step(self.network, self.model, self.optimizer, self.use_amp, self.amp_dtype, self.device)
         self.totals = EpochTotals()
-        self.guards = Guards(self.method, self.overfitting_guard, self.early_stopping, self.early_stopping_patience,
-                             self._snapshot, self._load_snapshot)  # fmt: skip
+        # the overfitting guard's threshold is set by every fit ("auto" depends on the method's own arguments)
+        self.guards = Guards(self.method, None, self.early_stopping, self.early_stopping_patience, self._snapshot,
+                             self._load_snapshot)  # fmt: skip
         self._wrapped = False
         self._peak_lrs: list[float] | None = None
         self._progress = 0.0
