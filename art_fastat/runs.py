@@ -5,7 +5,7 @@ directory:
 
 - ``model.pt``: the trained weights (``state_dict``);
 - ``config.json``: method, protocol, eps, seed, the trainer's options, processes, training and wall seconds, passes
-  per batch, ``stop_reason`` (why a guard stopped training early, or null);
+  per batch, why training stopped early (``stop_reason``) and the epoch whose weights were kept (``best_epoch``);
 - ``history.json``: the per-epoch history;
 - ``report.json`` and ``report.md``: the evaluation (:func:`art_fastat.evaluation.evaluate`);
 - ``checkpoint/``: the engine's checkpoint, written after every epoch (``resume=True`` continues from it).
@@ -52,8 +52,8 @@ class MethodRun:
     :param passes_per_batch: Forward+backward passes per minibatch of the method's algorithm.
     :param history: The per-epoch history.
     :param report: The evaluation; ``None`` on the ranks other than 0 under torchrun.
-    :param stop_reason: Why a guard of the engine stopped training early (``"catastrophic_overfitting"``,
-                        ``"early_stopping"``), or None when it ran every epoch.
+    :param stop_reason: Why training stopped early (``"catastrophic_overfitting"``, ``"early_stopping"``) or None.
+    :param best_epoch: The earlier epoch whose weights a guard restored (1-based), or None: the last epoch's.
     """
 
     method: str
@@ -68,6 +68,7 @@ class MethodRun:
     history: list[dict[str, float]]
     report: RobustnessReport | None = None
     stop_reason: str | None = None
+    best_epoch: int | None = None
 
     def config(self) -> dict[str, Any]:
         """:return: The content of ``config.json``."""
@@ -82,6 +83,7 @@ class MethodRun:
             "wall_seconds": self.wall_seconds,
             "passes_per_batch": self.passes_per_batch,
             "stop_reason": self.stop_reason,
+            "best_epoch": self.best_epoch,
         }
 
 
@@ -162,7 +164,8 @@ def run_method(
     run = MethodRun(
         method=method, protocol=protocol.name, eps=eps, seed=seed, options=options, processes=trainer.world_size,
         training_seconds=sum(epoch["seconds"] for epoch in history), wall_seconds=wall_seconds,
-        passes_per_batch=trainer.passes_per_batch, history=history, stop_reason=getattr(trainer, "stop_reason", None),
+        passes_per_batch=trainer.passes_per_batch, history=history,
+        stop_reason=getattr(trainer, "stop_reason", None), best_epoch=getattr(trainer, "best_epoch", None),
     )  # fmt: skip
     if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
         return run  # the ranks hold identical weights: rank 0 writes and evaluates

@@ -101,10 +101,12 @@ def trainer_builder(factory: Callable[..., Any], eps: float, options: dict[str, 
     :param factory: A trainer class or factory (e.g. ``TRAINERS[name]``).
     :param eps: L-inf radius.
     :param options: The method's own arguments.
-    :param engine: Engine options (warm-up, schedule).
+    :param engine: Engine options (warm-up, schedule); the overfitting guard is off unless given (the benchmarks
+                   measure the methods themselves, catastrophic overfitting included, and time them without it).
     :return: ``(classifier, seed=0) -> factory(classifier, eps=eps, seed=seed, **engine, **options)``: a build for
              both :func:`time_data_passes` and :func:`train_and_evaluate`.
     """
+    engine = {"overfitting_guard": None, **engine}
     return lambda classifier, seed=0: factory(classifier, eps=eps, seed=seed, **engine, **options)
 
 

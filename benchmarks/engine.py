@@ -89,7 +89,7 @@ def configurations(x: np.ndarray, y: np.ndarray) -> dict[str, Callable[[object, 
     one_hot = np.eye(10, dtype=np.float32)[y]  # ART's FBF trainer needs one-hot labels
 
     def engine(cls: type, **kwargs: object) -> Callable[[object, int], None]:
-        return lambda classifier, seed: cls(classifier, eps=EPS, seed=seed, **kwargs).fit(
+        return lambda classifier, seed: cls(classifier, eps=EPS, seed=seed, overfitting_guard=None, **kwargs).fit(
             x, y, batch_size=100, nb_epochs=1
         )
 

@@ -51,7 +51,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     protocol = get_protocol("mnist10k")
     data = protocol.load(args.data_dir)
-    engine = protocol.trainer_options()
+    engine = {**protocol.trainer_options(), "overfitting_guard": None}  # GAAT's own behaviour, catastrophes included
     eps = protocol.eps
     if args.cost:
         measure_cost(protocol, (data[0][: args.samples], data[1][: args.samples]), args.repeats)
@@ -83,7 +83,7 @@ def main() -> None:
     if args.paper_epochs:
         print(f"\n2. Paper's MNIST setting {{T, alpha, eps}} = {{100, 0.01, 0.1}}, {args.paper_epochs} epochs, "
               "otherwise P1", flush=True)  # fmt: skip
-        paper = {"eps_warmup_epochs": 0.0, "lr_schedule": protocol.lr_schedule}
+        paper = {"eps_warmup_epochs": 0.0, "lr_schedule": protocol.lr_schedule, "overfitting_guard": None}
 
         def paper_method(name: str):
             return lambda classifier: TRAINERS[name](classifier, eps=0.1, alpha=0.01, steps=100, **paper)

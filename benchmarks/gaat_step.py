@@ -30,7 +30,7 @@ def main() -> None:
     args = parser.parse_args()
     protocol = get_protocol("mnist10k")
     data = protocol.load(args.data_dir)
-    eps, engine = protocol.eps, protocol.trainer_options()
+    eps, engine = protocol.eps, {**protocol.trainer_options(), "overfitting_guard": None}  # overfitting included
     runs = {
         "Fast (warm-up 3)": lambda c: TRAINERS["fast"](c, eps=eps, **engine),
         "Fast (no warm-up)": lambda c: TRAINERS["fast"](c, eps=eps, **{**engine, "eps_warmup_epochs": 0.0}),

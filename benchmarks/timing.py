@@ -39,7 +39,9 @@ def main() -> None:
     for repeat in range(args.repeats):
         for label, (name, options) in zip(seconds, methods, strict=True):
             classifier = protocol.make_classifier("cpu", seed=repeat)
-            trainer = TRAINERS[name](classifier, eps=protocol.eps, seed=repeat, **options)
+            trainer = TRAINERS[name](
+                classifier, eps=protocol.eps, seed=repeat, **{"overfitting_guard": None, **options}
+            )
             started = time.perf_counter()
             trainer.fit(x, y, batch_size=protocol.batch_size, nb_epochs=trainer.replays)  # one pass over the data
             seconds[label].append(time.perf_counter() - started)

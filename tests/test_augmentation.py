@@ -161,7 +161,7 @@ def test_validation_and_the_guards_check_set_are_not_augmented(digits, xy, with_
                                      overfitting_check_size=32, validation_size=40, validation_pgd_steps=2)  # fmt: skip
     validated, guarded = [], []
     spy(trainer, "_validate", validated)
-    spy(trainer, "_guard_accuracy", guarded)
+    spy(trainer, "_guard_check", guarded)
     validation_data = (x_val, y_val) if with_validation else None
     trainer.fit(x, y, validation_data=validation_data, batch_size=64, nb_epochs=2)
     watched = torch.from_numpy(x_val if with_validation else x[:32])

@@ -42,6 +42,15 @@ def test_leaderboard_ranks_by_autoattack_and_gives_time_ratios_to_rat_and_natura
     assert leaderboard([result("fast", 4.0, 0.5, 0.7)])[0]["vs_rat"] is None  # no RAT in the run
 
 
+def test_leaderboard_says_when_a_run_stopped_early_and_which_epoch_it_kept():
+    stopped = {**result("gaat", 3.0, 0.25, 0.3), "epochs": 8, "stop_reason": "catastrophic_overfitting",
+               "best_epoch": 6}  # fmt: skip
+    rows = leaderboard([stopped, result("fast", 4.0, 0.5, 0.7)])  # the second as written before stops were recorded
+    note = "seed 0: catastrophic_overfitting after epoch 8, epoch 6 kept"
+    assert [(row["epochs"], row["stopped_early"]) for row in rows] == [(3, []), (8, [note])]
+    assert f"| {note} |" in to_markdown(rows, get_protocol("digits"))
+
+
 def test_pareto_front_keeps_only_points_nothing_beats_on_time_and_robustness():
     points = [(10.0, 80.0, "rat"), (2.0, 50.0, "fast"), (1.0, 0.0, "natural"), (3.0, 40.0, "worse than fast"),
               (12.0, 79.0, "slower and weaker than rat"), (5.0, 75.0, "atlas")]  # fmt: skip
@@ -302,3 +311,9 @@ def test_relative_claims_are_paired_differences_over_the_seeds_both_methods_ran(
     assert gaat["reading"] == "less robust (by over 2 SE)"
     assert claims[("gaat", "nfgsm")]["robust_difference"] == -20.0
     assert claims[("gaat", "nfgsm")]["reading"] == "one seed: no standard error"
+
+
+def test_the_pareto_plot_draws_a_run_whose_time_rounds_to_zero(tmp_path):
+    rows = leaderboard([result("natural", 0.0, 0.0, 0.0), result("fast", 0.0, 0.5, 0.7), result("pgd", 2.0, 0.8, 0.9)])
+    plot_pareto(rows, tmp_path / "pareto.png", "title")  # a log time axis: 0 s must not divide by zero
+    assert (tmp_path / "pareto.png").stat().st_size > 0

@@ -17,7 +17,14 @@ import torch
 from conftest import make_classifier, same_weights, weights
 
 from art_fastat.engine.checkpoints import DIGEST_HEADER, read_checkpoint
-from art_fastat.trainers import TRAINERS, AdversarialTrainerFast, AdversarialTrainerFree, AdversarialTrainerPGD
+from art_fastat.trainers import (
+    TRAINERS,
+    AdversarialTrainerATLAS,
+    AdversarialTrainerFast,
+    AdversarialTrainerFree,
+    AdversarialTrainerGAAT,
+    AdversarialTrainerPGD,
+)
 from art_fastat.trainers import base as base_module
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
@@ -92,11 +99,13 @@ def test_non_finite_loss_restores_the_weights_of_the_last_good_epoch(arrays):
     assert same_weights(weights(one_epoch), weights(classifier))
 
 
-def scripted_validation(monkeypatch, accuracies: list[float]) -> None:
-    remaining = list(accuracies)
+def scripted_validation(monkeypatch, accuracies: list[float | tuple[float, float]]) -> None:
+    """Each check returns the next PGD accuracy (clean accuracy 1), or the next ``(clean, PGD)`` pair."""
+    remaining = [value if isinstance(value, tuple) else (1.0, value) for value in accuracies]
 
     def metrics(*_: object) -> dict[str, float]:
-        return {"val_accuracy": 1.0, "val_pgd_accuracy": remaining.pop(0), "val_seconds": 0.0}
+        clean, robust = remaining.pop(0)
+        return {"val_accuracy": clean, "val_pgd_accuracy": robust, "val_seconds": 0.0}
 
     monkeypatch.setattr(base_module, "validation_metrics", metrics)
 
@@ -123,6 +132,88 @@ def test_overfitting_guard_does_not_stop_a_healthy_run(arrays, monkeypatch):
     assert len(trainer.fit(x, y, batch_size=BATCH, nb_epochs=3)) == 3 and trainer.stop_reason is None
 
 
+def test_overfitting_guard_is_on_by_default_for_single_step_methods_only(arrays):
+    expected = {"fast": 0.2, "gaat": 0.2, "dat+gaat": 0.2, "atlas": 0.2}  # every other method: off
+    for name, factory in TRAINERS.items():
+        assert factory(make_classifier(), eps=0.2).overfitting_threshold == expected.get(name), name
+    assert AdversarialTrainerPGD(make_classifier(), eps=0.2, steps=1).overfitting_threshold == 0.2
+    assert AdversarialTrainerATLAS(make_classifier(), eps=0.2, adversary="pgd").overfitting_threshold is None
+    assert AdversarialTrainerPGD(make_classifier(), eps=0.2, overfitting_guard=0.3).overfitting_threshold == 0.3
+    assert AdversarialTrainerGAAT(make_classifier(), eps=0.2, overfitting_guard=None).overfitting_threshold is None
+
+
+def test_default_guard_restores_the_best_epoch_of_a_gradual_collapse_and_says_so(arrays, monkeypatch, caplog):
+    x, y = arrays
+    two_epochs = make_classifier()
+    AdversarialTrainerGAAT(two_epochs, eps=0.2, seed=4).fit(x, y, batch_size=BATCH, nb_epochs=2)
+    # never 0.2 below the previous epoch, but epoch 4 is 0.25 below the best (epoch 2): the old rule missed it
+    scripted_validation(monkeypatch, [0.30, 0.50, 0.40, 0.25, 0.60])
+    classifier = make_classifier()
+    trainer = AdversarialTrainerGAAT(classifier, eps=0.2, seed=4)
+    with caplog.at_level(logging.WARNING, logger="art_fastat"):
+        history = trainer.fit(x, y, batch_size=BATCH, nb_epochs=5)
+    assert [r["guard_pgd_accuracy"] for r in history] == [0.30, 0.50, 0.40, 0.25]
+    assert history[-1]["overfitting_stop"] == 1.0 and history[-1]["restored_epoch"] == 2
+    assert trainer.stop_reason == "catastrophic_overfitting" and trainer.best_epoch == 2
+    assert same_weights(weights(two_epochs), weights(classifier))
+    assert "catastrophic overfitting in epoch 4" in caplog.text and "overfitting_guard='auto'" in caplog.text
+    assert "the weights of epoch 2 were restored" in caplog.text
+
+
+def test_an_epoch_that_learned_nothing_is_never_the_guards_best_and_a_run_of_them_warns(arrays, monkeypatch, caplog):
+    x, y = arrays
+    scripted_validation(monkeypatch, [(0.05, 0.5), (0.05, 0.1)])
+    with caplog.at_level(logging.WARNING, logger="art_fastat"):
+        AdversarialTrainerGAAT(make_classifier(), eps=0.2).fit(x, y, batch_size=BATCH, nb_epochs=2)
+    assert "in 2 epoch(s) the clean accuracy on the set the overfitting guard watches never rose" in caplog.text
+    caplog.clear()
+    # epoch 1 predicts one class (clean accuracy 0.05, under the check set's largest label share): its 0.5 "robust"
+    # accuracy is that class's samples, and the model learning real features after it is no collapse
+    scripted_validation(monkeypatch, [(0.05, 0.5), (0.8, 0.1), (0.9, 0.2)])
+    trainer = AdversarialTrainerGAAT(make_classifier(), eps=0.2)
+    with caplog.at_level(logging.WARNING, logger="art_fastat"):
+        history = trainer.fit(x, y, batch_size=BATCH, nb_epochs=3)
+    assert len(history) == 3 and trainer.stop_reason is None and "learned nothing" not in caplog.text
+
+
+def test_overfitting_guard_off_for_multi_step_defaults_and_when_disabled(arrays, monkeypatch):
+    x, y = arrays
+    accuracies = [0.9, 0.1, 0.1]
+    scripted_validation(monkeypatch, accuracies)  # a collapse, if anything looked
+    for trainer in (AdversarialTrainerPGD(make_classifier(), eps=0.2, steps=2),
+                    AdversarialTrainerGAAT(make_classifier(), eps=0.2, overfitting_guard=None)):  # fmt: skip
+        history = trainer.fit(x, y, batch_size=BATCH, nb_epochs=3)
+        assert len(history) == 3 and trainer.stop_reason is None and trainer.best_epoch is None
+        assert not any("guard_pgd_accuracy" in record for record in history)
+    assert len(accuracies) == 3  # no check ran
+
+
+def test_resumed_run_keeps_the_guards_best_epoch(arrays, monkeypatch, tmp_path):
+    x, y = arrays
+    one_epoch = make_classifier()
+    AdversarialTrainerGAAT(one_epoch, eps=0.2, seed=4).fit(x, y, batch_size=BATCH, nb_epochs=1)
+    scripted_validation(monkeypatch, [0.50, 0.45])
+    AdversarialTrainerGAAT(make_classifier(), eps=0.2, seed=4, checkpoint_dir=tmp_path).fit(x, y, batch_size=BATCH,
+                                                                                           nb_epochs=2)  # fmt: skip
+    scripted_validation(monkeypatch, [0.29, 0.9])  # 0.21 below epoch 1's 0.50, which only the checkpoint remembers
+    classifier = make_classifier()
+    trainer = AdversarialTrainerGAAT(classifier, eps=0.2, seed=4, checkpoint_dir=tmp_path, resume=True)
+    history = trainer.fit(x, y, batch_size=BATCH, nb_epochs=4)
+    assert [r["epoch"] for r in history] == [1, 2, 3] and history[-1]["restored_epoch"] == 1
+    assert trainer.stop_reason == "catastrophic_overfitting" and same_weights(weights(one_epoch), weights(classifier))
+
+
+def test_default_guard_warns_when_fit_generator_gives_it_nothing_to_watch(arrays, caplog):
+    from art.data_generators import NumpyDataGenerator
+
+    x, y = arrays
+    generator = NumpyDataGenerator(x, y, batch_size=BATCH)
+    with caplog.at_level(logging.WARNING, logger="art_fastat"):
+        history = AdversarialTrainerFast(make_classifier(), eps=0.2).fit_generator(generator, nb_epochs=1)
+    assert "has nothing to watch in fit_generator without validation_data" in caplog.text
+    assert "guard_pgd_accuracy" not in history[0]
+
+
 @pytest.mark.parametrize(("patience", "epochs_run"), [(None, 4), (1, 3)])
 def test_early_stopping_keeps_the_best_validation_epoch(patience, epochs_run, arrays, monkeypatch):
     x, y = arrays
@@ -132,7 +223,7 @@ def test_early_stopping_keeps_the_best_validation_epoch(patience, epochs_run, ar
     scripted_validation(monkeypatch, [0.5, 0.8, 0.6, 0.7])
     classifier = make_classifier()
     trainer = AdversarialTrainerFast(classifier, eps=0.2, seed=5, early_stopping=True,
-                                     early_stopping_patience=patience)  # fmt: skip
+                                     early_stopping_patience=patience, overfitting_guard=None)  # fmt: skip
     history = trainer.fit(x, y, validation_data=(x_val, y_val), batch_size=BATCH, nb_epochs=4)
     assert len(history) == epochs_run and [r["best_epoch"] for r in history] == [1, 2, 2, 2][:epochs_run]
     assert trainer.best_epoch == 2 and same_weights(weights(two_epochs), weights(classifier))
@@ -145,6 +236,8 @@ def test_guards_refuse_bad_settings_before_training(arrays):
     before = weights(classifier)
     with pytest.raises(ValueError, match="overfitting_guard must be a fraction"):
         AdversarialTrainerFast(classifier, eps=0.2, overfitting_guard=1.5)
+    with pytest.raises(ValueError, match="overfitting_guard must be a fraction in \\(0, 1\\), 'auto' or None"):
+        AdversarialTrainerFast(classifier, eps=0.2, overfitting_guard="off")
     with pytest.raises(ValueError, match="early_stopping=True needs validation_data"):
         AdversarialTrainerFast(classifier, eps=0.2, early_stopping=True).fit(x, y, nb_epochs=1)
     with pytest.raises(ValueError, match="need eps > 0"):

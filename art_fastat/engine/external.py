@@ -45,6 +45,11 @@ def check_external_attack(attack: Any, trainer: AdversarialTrainerBase) -> Any:
     return attack
 
 
+def single_step_attack(attack: Any) -> bool:
+    """Whether a torchattacks attack takes one step: its ``steps`` is 1, or it has none (FGSM, FFGSM)."""
+    return getattr(attack, "steps", 1) == 1
+
+
 def run_external_attack(attack: Any, network: nn.Module, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Any:
     """Run a checked attack on input-space images; returns the perturbation."""
     if attack.model is network and attack._normalization_applied:

@@ -29,10 +29,15 @@ def load_snapshot(network: torch.nn.Module, optimizer: torch.optim.Optimizer, sa
     optimizer.load_state_dict(saved["optimizer"])
 
 
+#: The drop ``overfitting_guard="auto"`` tolerates for a single-step method (Wong et al. 2020's 20% of PGD accuracy).
+AUTO_OVERFITTING_GUARD = 0.2
+
+
 class Guards:
     """
     :param method: The method's name, for messages.
-    :param overfitting_guard: Largest tolerated drop of the watched PGD accuracy from one epoch to the next, or None.
+    :param overfitting_guard: Largest tolerated drop of the watched PGD accuracy below the best epoch's, or None (the
+                              trainer sets it for every ``fit``, with ``"auto"`` resolved).
     :param early_stopping: Keep the weights of the best validation PGD accuracy.
     :param patience: Stop after this many epochs without a better one (None: never).
     :param restore: Puts a :func:`snapshot` back into the trainer.
@@ -51,6 +56,8 @@ class Guards:
         self.method, self.overfitting_guard = method, overfitting_guard
         self.early_stopping, self.patience = early_stopping, patience
         self.take_snapshot, self.restore = take_snapshot, restore
+        #: How the guard was set, for its messages (e.g. "overfitting_guard='auto', on for single-step methods").
+        self.setting = f"overfitting_guard={overfitting_guard}"
         self.reset()
 
     def reset(self) -> None:
@@ -61,7 +68,7 @@ class Guards:
         self.state: dict[str, Any] = {}
 
     def state_dict(self) -> dict[str, Any]:
-        """What a checkpoint keeps (the best epoch's snapshot included)."""
+        """What a checkpoint keeps (the best epochs' snapshots included)."""
         return {**self.state, "stop_reason": self.stop_reason}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -69,6 +76,11 @@ class Guards:
         state = dict(state)
         self.stop_reason = state.pop("stop_reason")
         self.state = state
+
+    @property
+    def restored_epoch(self) -> int | None:
+        """The epoch (1-based) whose weights the overfitting guard restored in this ``fit``, or None."""
+        return self.state.get("restored_epoch")
 
     def check_finite(self, record: dict[str, Any], last_good: dict[str, Any]) -> None:
         """Restore the end of the previous epoch and raise if the epoch's loss is not finite."""
@@ -81,30 +93,44 @@ class Guards:
             )
 
     def after_epoch(
-        self, record: dict[str, Any], last_good: dict[str, Any], robust_accuracy: Callable[[], float] | None
+        self, record: dict[str, Any], check: Callable[[], dict[str, float]] | None, chance: float = 0.0
     ) -> None:
         """
         The overfitting guard and early stopping; each reports in ``record`` and the log.
 
-        :param robust_accuracy: Measures the watched PGD accuracy when the record has no validation one (None: the
-                                guard has nothing to watch).
+        The overfitting guard compares the watched PGD accuracy with the best of the earlier epochs of this ``fit``
+        (a copy of that epoch's weights and optimizer state is kept): a fall of more than ``overfitting_guard``
+        below it restores that epoch and stops training. Against the best rather than the previous epoch, a collapse
+        spread over several epochs is caught as well as one within an epoch. An epoch whose clean accuracy on the
+        watched set is no better than ``chance`` has learned nothing (a constant prediction is "robust" on the
+        samples of its class) and is never the best.
+
+        :param check: Measures ``val_accuracy`` and ``val_pgd_accuracy`` of the watched set when the record has no
+                      validation ones (None: the guard has nothing to watch).
+        :param chance: The watched set's share of its most frequent label: a constant prediction's accuracy.
         """
         epoch = record["epoch"]
-        if self.overfitting_guard is not None and robust_accuracy is not None:
-            robust = record["val_pgd_accuracy"] if "val_pgd_accuracy" in record else robust_accuracy()
+        if self.overfitting_guard is not None and check is not None:
+            metrics = record if "val_pgd_accuracy" in record else check()
+            robust = metrics["val_pgd_accuracy"]
             record["guard_pgd_accuracy"] = robust
-            previous = self.state.get("guard_accuracy")
-            if previous is not None and previous - robust > self.overfitting_guard:
-                self.restore(last_good)
+            best = self.state.get("guard_best_accuracy")
+            if best is not None and best - robust > self.overfitting_guard:
+                best_epoch = int(self.state["guard_best_epoch"])
+                self.restore(self.state["guard_best"])
                 self.stop_reason = "catastrophic_overfitting"
-                record["overfitting_stop"] = 1.0
+                self.state["restored_epoch"] = best_epoch
+                record.update(overfitting_stop=1.0, restored_epoch=best_epoch)
                 logger.warning(
-                    "%s: catastrophic overfitting in epoch %d (PGD accuracy %.4f -> %.4f, a drop over %.2f): the "
-                    "weights of epoch %d were restored and training stopped",
-                    self.method, epoch, previous, robust, self.overfitting_guard, epoch - 1,
+                    "%s: catastrophic overfitting in epoch %d: PGD accuracy %.4f, more than %.2f below the %.4f of "
+                    "epoch %d (%s): the weights of epoch %d were restored and training stopped",
+                    self.method, epoch, robust, self.overfitting_guard, best, best_epoch, self.setting, best_epoch,
                 )  # fmt: skip
                 return
-            self.state["guard_accuracy"] = robust
+            learned = metrics["val_accuracy"] > chance
+            self.state.update(guard_chance=chance, guard_epochs=self.state.get("guard_epochs", 0) + 1)
+            if learned and (best is None or robust >= best):  # on a tie the later, longer-trained epoch
+                self.state.update(guard_best=self.take_snapshot(), guard_best_accuracy=robust, guard_best_epoch=epoch)
         if self.early_stopping:
             accuracy = record["val_pgd_accuracy"]
             if "best" not in self.state or accuracy > self.state["best_accuracy"]:
@@ -117,9 +143,20 @@ class Guards:
                                self.method, self.patience, epoch)  # fmt: skip
 
     def finish(self) -> int | None:
-        """At the end of ``fit``: with early stopping, restore the best epoch and return it (1-based)."""
+        """
+        At the end of ``fit``: with early stopping, restore the best epoch and return it (1-based); else the epoch the
+        overfitting guard restored, or None (the weights are the last epoch's). Warns when the overfitting guard found
+        no epoch that learned anything.
+        """
+        if self.state.get("guard_epochs") and "guard_best" not in self.state:
+            logger.warning(
+                "%s: in %d epoch(s) the clean accuracy on the set the overfitting guard watches never rose above "
+                "%.4f, what always predicting its most frequent label scores: the model learned nothing (an eps too "
+                "large to start from? see eps_warmup_epochs)", self.method, self.state["guard_epochs"],
+                self.state["guard_chance"],
+            )  # fmt: skip
         if not self.early_stopping or "best" not in self.state:
-            return None
+            return self.restored_epoch
         self.restore(self.state["best"])
         best_epoch = int(self.state["best_epoch"])
         logger.info("%s: early stopping kept the weights of epoch %d (validation PGD accuracy %.4f)",

@@ -67,17 +67,20 @@ def check_engine_options(classifier: Any, eps: Any, options: dict[str, Any]) -> 
         raise ValueError("resume=True needs a checkpoint_dir to resume from")
     checked["resume"] = bool(options["resume"])
     guard = options["overfitting_guard"]
-    if guard is not None:
+    if isinstance(guard, str):
+        if guard != "auto":
+            raise ValueError(f"overfitting_guard must be a fraction in (0, 1), 'auto' or None, got {guard!r}")
+    elif guard is not None:
         guard = check_non_negative_float(guard, "overfitting_guard")
         if not 0 < guard < 1:
-            raise ValueError(f"overfitting_guard must be a fraction in (0, 1) or None, got {guard}")
+            raise ValueError(f"overfitting_guard must be a fraction in (0, 1), 'auto' or None, got {guard}")
     checked["overfitting_guard"] = guard
     checked["early_stopping"] = bool(options["early_stopping"])
     patience = options["early_stopping_patience"]
     checked["early_stopping_patience"] = (
         None if patience is None else check_positive_int(patience, "early_stopping_patience")
     )
-    if (guard is not None or checked["early_stopping"]) and not checked["eps"]:
+    if (guard not in (None, "auto") or checked["early_stopping"]) and not checked["eps"]:
         raise ValueError("overfitting_guard and early_stopping watch a PGD accuracy: they need eps > 0")
     low, high = clip_bounds(classifier, torch.device("cpu"))
     checked["augmentation"] = resolve_augmentation(options["augmentation"], classifier.input_shape, low, high)
@@ -126,7 +129,8 @@ def check_fit_arguments(
         x_val, y_val = check_data(*validation_data, trainer.classifier, "validation_data x", "validation_data y")
         subset = slice(0, trainer.validation_size)
         validation = tuple(torch.from_numpy(v[subset]).to(trainer.device) for v in (x_val, y_val))
-    if caller == "fit_generator" and trainer.overfitting_guard is not None and validation_data is None:
+    explicit_guard = trainer.overfitting_guard not in (None, "auto")  # "auto" warns in the epoch loop instead
+    if caller == "fit_generator" and explicit_guard and validation_data is None:
         raise ValueError("overfitting_guard needs fit_generator(..., validation_data=(x_val, y_val)) to watch")
     if trainer.checkpoint_dir is not None:
         check_checkpoint_dir(trainer.checkpoint_dir, trainer.rank)

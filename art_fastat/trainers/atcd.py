@@ -96,6 +96,11 @@ class AdversarialTrainerATCD(AdversarialTrainerBase):
         )
 
     @property
+    def single_step(self) -> bool:
+        """With one trajectory step per minibatch (``repeats=1, trajectory_length=1``)."""
+        return self.replays == 1
+
+    @property
     def replays(self) -> int:
         """T K: trajectory steps per minibatch, what ``nb_epochs`` counts."""
         return self.repeats * self.trajectory_length

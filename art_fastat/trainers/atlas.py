@@ -93,6 +93,11 @@ class AdversarialTrainerATLAS(AdversarialTrainerBase):
         self.global_term = bool(global_term)
 
     @property
+    def single_step(self) -> bool:
+        """With the one-step global adversary (``adversary="fgsm"``)."""
+        return self.steps == 1
+
+    @property
     def passes_per_batch(self) -> float:
         """Attack steps + 1 update, + 2 with the local term (its attack and forward), + 1 with the global term."""
         return float(self.steps + 1 + 2 * self.local_term + self.global_term)

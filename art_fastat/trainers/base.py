@@ -31,7 +31,7 @@ from art_fastat.engine.augmentation import Augmentation
 from art_fastat.engine.callbacks import Callback, check_callbacks, run_callbacks
 from art_fastat.engine.data import GeneratorSource, InMemorySource, StreamSource, augmented
 from art_fastat.engine.distributed import ProcessSetup
-from art_fastat.engine.guards import Guards, load_snapshot, snapshot
+from art_fastat.engine.guards import AUTO_OVERFITTING_GUARD, Guards, load_snapshot, snapshot
 from art_fastat.engine.history import EpochTotals, format_record
 from art_fastat.engine.options import (
     ENGINE_OPTIONS,
@@ -90,8 +90,8 @@ class AdversarialTrainerBase(TrainingMethod, Trainer):
         validation_pgd_steps: int = VALIDATION_PGD_STEPS,
         checkpoint_dir: str | os.PathLike | None = None,
         resume: bool = False,
-        overfitting_guard: float | None = None,
-        overfitting_check_size: int = 32,
+        overfitting_guard: float | str | None = "auto",
+        overfitting_check_size: int = 128,
         early_stopping: bool = False,
         early_stopping_patience: int | None = None,
         augmentation: str | Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
@@ -122,12 +122,18 @@ class AdversarialTrainerBase(TrainingMethod, Trainer):
                                there atomically after every epoch.
         :param resume: Continue from the checkpoint in ``checkpoint_dir`` if one exists.
         :param overfitting_guard: Catastrophic-overfitting guard (Wong et al. 2020): after every epoch the PGD accuracy
-                                  of a fixed set (the validation subset when ``fit`` gets ``validation_data``, else
-                                  the first ``overfitting_check_size`` training samples with PGD-5, step eps/4, as
-                                  Wong et al.'s check) is compared with the previous epoch's; if it
-                                  fell by more than this fraction (e.g. 0.2), the previous epoch's weights and optimizer
-                                  state are restored and training stops. None disables it.
-        :param overfitting_check_size: Training samples the guard checks when there is no validation data.
+                                  at the full eps of a fixed set (the validation subset when ``fit`` gets
+                                  ``validation_data``, else the first ``overfitting_check_size`` training samples with
+                                  PGD-5, step eps/4, as Wong et al.'s check) is compared with the best epoch's so far;
+                                  if it fell more than this fraction (e.g. 0.2) below it, that epoch's weights and
+                                  optimizer state are restored, training stops, and the history
+                                  (``overfitting_stop``, ``restored_epoch``), ``stop_reason``, ``best_epoch`` and a
+                                  WARNING say so. ``"auto"`` (default): 0.2 for the single-step methods (see
+                                  :attr:`single_step`: Fast, GAAT, one-step ATLAS, DAT with one of them, ...), which
+                                  overfit catastrophically, and off for the others; None disables it.
+        :param overfitting_check_size: Training samples the guard checks when there is no validation data (the first
+                                       ones; 128, one of Wong et al.'s minibatches, keeps the sampling noise of the
+                                       accuracy near 0.04, well below the 0.2 the guard tolerates).
         :param early_stopping: Validation early stopping (Rice et al. 2020): keep the weights of the epoch with the best
                                validation PGD accuracy and restore them when ``fit`` ends. Needs ``validation_data``.
         :param early_stopping_patience: Also stop after this many epochs without a better validation PGD accuracy
@@ -173,7 +179,8 @@ class AdversarialTrainerBase(TrainingMethod, Trainer):
         self.validation_pgd_steps: int = options["validation_pgd_steps"]
         self.checkpoint_dir: Path | None = options["checkpoint_dir"]
         self.resume: bool = options["resume"]
-        self.overfitting_guard: float | None = options["overfitting_guard"]
+        #: The ``overfitting_guard`` setting: ``"auto"``, a fraction or None (in effect: :attr:`overfitting_threshold`).
+        self.overfitting_guard: float | str | None = options["overfitting_guard"]
         self.overfitting_check_size: int = options["overfitting_check_size"]
         self.early_stopping: bool = options["early_stopping"]
         self.early_stopping_patience: int | None = options["early_stopping_patience"]
@@ -183,7 +190,8 @@ class AdversarialTrainerBase(TrainingMethod, Trainer):
         #: The checked ``compile``: None (eager) or the keyword arguments of ``torch.compile``.
         self.compile: dict[str, Any] | None = options["compile"]
         self.verbose: bool = options["verbose"]
-        #: The epoch whose weights early stopping kept (1-based), or None.
+        #: The earlier epoch (1-based) whose weights the trainer holds after ``fit`` (early stopping's best epoch, or
+        #: the one the overfitting guard restored), or None: the last epoch's.
         self.best_epoch: int | None = None
         self.history: list[dict[str, float]] = []
 
@@ -204,8 +212,9 @@ class AdversarialTrainerBase(TrainingMethod, Trainer):
         self.step = Step(self.network, self.model, self.optimizer, self.use_amp, self.amp_dtype, self.device,
                          self.channels_last, self.compile)  # fmt: skip
         self.totals = EpochTotals()
-        self.guards = Guards(self.method, self.overfitting_guard, self.early_stopping, self.early_stopping_patience,
-                             self._snapshot, self._load_snapshot)  # fmt: skip
+        # the overfitting guard's threshold is set by every fit ("auto" depends on the method's own arguments)
+        self.guards = Guards(self.method, None, self.early_stopping, self.early_stopping_patience, self._snapshot,
+                             self._load_snapshot)  # fmt: skip
         self._wrapped = False
         self._peak_lrs: list[float] | None = None
         self._progress = 0.0
@@ -379,6 +388,10 @@ class AdversarialTrainerBase(TrainingMethod, Trainer):
         self._plan = {"nb_epochs": self._nb_epochs, "steps_per_epoch": len(source)}
         self.best_epoch = None
         self.guards.reset()
+        self.guards.overfitting_guard = self.overfitting_threshold
+        automatic = self.overfitting_guard == "auto" and self.overfitting_threshold is not None
+        self.guards.setting = ("overfitting_guard='auto', on for single-step methods" if automatic
+                               else f"overfitting_guard={self.overfitting_guard!r}")  # fmt: skip
         if not self._wrapped:
             self.step.build(functools.partial(self.process.wrap, device=self.device))
             self._wrapped = True
@@ -392,7 +405,12 @@ class AdversarialTrainerBase(TrainingMethod, Trainer):
         n_batches = len(source)
         progress_bar = tqdm(total=len(epochs) * n_batches, disable=not verbose or self.rank != 0, desc=self.method)
         watched = validation if validation is not None else check
-        robust_accuracy = None if watched is None else functools.partial(self._guard_accuracy, *watched)
+        guard_check = None if watched is None else functools.partial(self._guard_check, *watched)
+        chance = 0.0 if watched is None else float(torch.bincount(watched[1]).max()) / len(watched[1])
+        if self.overfitting_threshold is not None and watched is None:
+            logger.warning("%s: the overfitting guard (%s) has nothing to watch in fit_generator without "
+                           "validation_data: a catastrophic overfit would go unnoticed", self.method,
+                           self.guards.setting)  # fmt: skip
         for epoch in epochs:
             self.totals.clear()
             last_good = self._snapshot()  # the weights at the end of the previous epoch
@@ -419,7 +437,7 @@ class AdversarialTrainerBase(TrainingMethod, Trainer):
                 self.lr_schedule.step()
             if validation is not None:
                 record.update(self._validate(*validation))
-            self.guards.after_epoch(record, last_good, robust_accuracy)
+            self.guards.after_epoch(record, guard_check, chance)
             self._end_epoch(record)
             self.history.append(record)
             if callbacks and run_callbacks(self, callbacks, record) and self.stop_reason is None:
@@ -453,6 +471,17 @@ class AdversarialTrainerBase(TrainingMethod, Trainer):
         """Why the last ``fit`` stopped early ("catastrophic_overfitting", "early_stopping", "callback") or None."""
         return self.guards.stop_reason
 
+    @property
+    def overfitting_threshold(self) -> float | None:
+        """
+        The drop of PGD accuracy the overfitting guard tolerates in this trainer: ``overfitting_guard`` with
+        ``"auto"`` resolved (:data:`~art_fastat.engine.guards.AUTO_OVERFITTING_GUARD` for a single-step method, else
+        None: off).
+        """
+        if self.overfitting_guard != "auto":
+            return self.overfitting_guard
+        return AUTO_OVERFITTING_GUARD if self.single_step and self.eps else None
+
     def _current_eps(self) -> float:
         return warmed_up_eps(self.eps or 0.0, self._progress, self.eps_warmup_epochs)
 
@@ -479,9 +508,10 @@ class AdversarialTrainerBase(TrainingMethod, Trainer):
         finally:
             self.network.train()
 
-    def _guard_accuracy(self, x: torch.Tensor, y: torch.Tensor) -> float:
-        """The overfitting guard's own check (PGD-5, its own random stream) when there is no validation data."""
-        return self._validate(x, y, OVERFITTING_CHECK_STEPS, seed_offset=2)["val_pgd_accuracy"]
+    def _guard_check(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+        """The overfitting guard's own check (clean and PGD-5 accuracy, its own random stream) when there is no
+        validation data."""
+        return self._validate(x, y, OVERFITTING_CHECK_STEPS, seed_offset=2)
 
     def _snapshot(self) -> dict[str, Any]:
         return snapshot(self.network, self.optimizer)

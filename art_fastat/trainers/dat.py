@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import torch
 
 from art_fastat._validation import check_choice, check_non_negative_float, check_positive_int
-from art_fastat.engine.external import check_external_attack
+from art_fastat.engine.external import check_external_attack, single_step_attack
 from art_fastat.engine.options import ENGINE_OPTIONS
 from art_fastat.engine.schedules import warmed_up_eps
 from art_fastat.trainers.base import AdversarialTrainerBase
@@ -113,6 +113,11 @@ class AdversarialTrainerDAT(AdversarialTrainerBase):
     def switch_epoch(self) -> int | None:
         """The first adversarial epoch (1-based) of the last ``fit``, or ``None`` if it has not been reached."""
         return None if self._switched_at is None else self._switched_at + 1
+
+    @property
+    def single_step(self) -> bool:
+        """As the adversarial phase's method (DAT+GAAT: True)."""
+        return self.inner.single_step if self.inner is not None else single_step_attack(self.attack)
 
     @property
     def passes_per_batch(self) -> float:

@@ -49,6 +49,11 @@ class AdversarialTrainerFree(AdversarialTrainerBase):
         self.delta: torch.Tensor | None = None
 
     @property
+    def single_step(self) -> bool:
+        """With one replay (``replays=1``: one signed step per update, no random start)."""
+        return self.m == 1
+
+    @property
     def replays(self) -> int:
         """The paper's m."""
         return self.m

@@ -72,6 +72,12 @@ class AdversarialTrainerGAAT(AdversarialTrainerBase):
         self.track_residual = bool(track_residual)
 
     @property
+    def single_step(self) -> bool:
+        """True: the Taylor steps all use the one input gradient ``J`` (with Gauss-Newton, FGSM from the natural
+        point), and GAAT overfits catastrophically at P1's eps 0.3 (docs/methods/gaat.md)."""
+        return True
+
+    @property
     def passes_per_batch(self) -> float:
         """2 with Gauss-Newton; ``2 + 2 * hutchinson_samples`` with the diagonal Hessian."""
         return 2.0 if self.hessian == "gauss_newton" else 2.0 + 2 * self.hutchinson_samples

@@ -89,6 +89,11 @@ class AdversarialTrainerL2L(AdversarialTrainerBase):
         self.random_start = bool(random_start)
 
     @property
+    def single_step(self) -> bool:
+        """With one learned step (``steps=1``)."""
+        return self.steps == 1
+
+    @property
     def passes_per_batch(self) -> float:
         """T + 1 (PGD-T AT's); RNN-TRADES's update adds a forward and backward at ``x`` (one pass)."""
         return float(self.steps + 1 + (self.objective == "trades"))

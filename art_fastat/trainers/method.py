@@ -64,6 +64,15 @@ class TrainingMethod(abc.ABC):
         return 1.0
 
     @property
+    def single_step(self) -> bool:
+        """
+        Whether the method's adversary takes one gradient step per weight update (FGSM-like). Such methods can
+        overfit catastrophically: their robust accuracy collapses within an epoch or a few while the clean accuracy
+        holds (Wong et al. 2020, https://arxiv.org/abs/2001.03994), so ``overfitting_guard="auto"`` watches them.
+        """
+        return False
+
+    @property
     def replays(self) -> int:
         """
         What one minibatch counts for in ``nb_epochs`` (Free: its ``m`` replays; ATCD: its ``T K`` trajectory steps).

@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 import torch
 
 from art_fastat._validation import check_non_negative_float, check_positive_int
-from art_fastat.engine.external import check_external_attack
+from art_fastat.engine.external import check_external_attack, single_step_attack
 from art_fastat.trainers.base import AdversarialTrainerBase
 
 
@@ -49,6 +49,11 @@ class AdversarialTrainerPGD(AdversarialTrainerBase):
         self.steps = check_positive_int(steps, "steps")
         self.random_start = bool(random_start)
         self.attack = None if attack is None else check_external_attack(attack, self)
+
+    @property
+    def single_step(self) -> bool:
+        """One step (Fast, ``steps=1``) or a one-step plugged-in attack."""
+        return single_step_attack(self.attack) if self.attack is not None else self.steps == 1
 
     @property
     def passes_per_batch(self) -> float:
