@@ -63,6 +63,8 @@ LABELS: dict[str, str] = {
     "natural": "natural",
     "pgd": "RAT (PGD-10)",
     "fast": "Fast (FGSM-RS)",
+    "nfgsm": "N-FGSM",
+    "gradalign": "GradAlign",
     "gaat": "GAAT",
     "dat": "DAT",
     "dat+gaat": "DAT+GAAT",

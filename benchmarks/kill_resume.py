@@ -31,6 +31,8 @@ METHODS: dict[str, tuple[dict[str, Any], int]] = {
     "natural": ({}, 3),
     "pgd": ({"steps": 2}, 3),
     "fast": ({}, 3),
+    "nfgsm": ({}, 3),
+    "gradalign": ({}, 3),
     "gaat": ({"steps": 2}, 3),
     "dat": ({"switch_epoch": 1, "inner_options": {"steps": 2}}, 3),
     "dat+gaat": ({"switch_epoch": 1, "inner_options": {"steps": 2}}, 3),

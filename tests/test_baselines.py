@@ -13,7 +13,9 @@ from art_fastat.trainers import (
     AdversarialTrainerFast,
     AdversarialTrainerFree,
     AdversarialTrainerGAAT,
+    AdversarialTrainerGradAlign,
     AdversarialTrainerL2L,
+    AdversarialTrainerNFGSM,
     AdversarialTrainerPGD,
     NaturalTrainer,
     dat_gaat,
@@ -44,6 +46,8 @@ def natural(digits):
     [
         (AdversarialTrainerPGD, {"steps": 5}),
         (AdversarialTrainerFast, {}),
+        (AdversarialTrainerNFGSM, {}),
+        (AdversarialTrainerGradAlign, {"grad_align_lambda": 0.3}),  # P1's lambda costs clean accuracy on 8x8 digits
         (AdversarialTrainerGAAT, {}),
         (AdversarialTrainerGAAT, {"hessian": "diagonal"}),
         (dat_gaat, {"switch_epoch": 2}),
@@ -52,7 +56,7 @@ def natural(digits):
         (AdversarialTrainerATLAS, {}),
         (AdversarialTrainerL2L, {"steps": 5}),
     ],
-    ids=["pgd", "fast", "gaat-gn", "gaat-diagonal", "dat+gaat", "free-8", "atcd", "atlas", "l2l"],
+    ids=["pgd", "fast", "nfgsm", "gradalign", "gaat-gn", "gaat-diagonal", "dat+gaat", "free-8", "atcd", "atlas", "l2l"],
 )
 def test_adversarial_training_beats_natural_training_under_art_pgd(trainer_class, kwargs, digits, natural):
     clean, robust = _train_and_attack(trainer_class, digits, **kwargs)

@@ -12,8 +12,8 @@ import pytest
 from art_fastat.trainers import TRAINERS, AdversarialTrainerBase
 
 ROOT = Path(__file__).resolve().parent.parent
-PAGES = {"pgd": "rat", "fast": "fast", "gaat": "gaat", "dat": "dat", "free": "free", "atcd": "atcd",
-         "atlas": "atlas", "l2l": "l2l"}  # fmt: skip
+PAGES = {"pgd": "rat", "fast": "fast", "nfgsm": "nfgsm", "gradalign": "gradalign", "gaat": "gaat", "dat": "dat",
+         "free": "free", "atcd": "atcd", "atlas": "atlas", "l2l": "l2l"}  # fmt: skip
 ENGINE_PARAMETERS = set(inspect.signature(AdversarialTrainerBase.__init__).parameters)
 
 

@@ -133,7 +133,7 @@ def test_overfitting_guard_does_not_stop_a_healthy_run(arrays, monkeypatch):
 
 
 def test_overfitting_guard_is_on_by_default_for_single_step_methods_only(arrays):
-    expected = {"fast": 0.2, "gaat": 0.2, "dat+gaat": 0.2, "atlas": 0.2}  # every other method: off
+    expected = {"fast": 0.2, "nfgsm": 0.2, "gradalign": 0.2, "gaat": 0.2, "dat+gaat": 0.2, "atlas": 0.2}  # others: off
     for name, factory in TRAINERS.items():
         assert factory(make_classifier(), eps=0.2).overfitting_threshold == expected.get(name), name
     assert AdversarialTrainerPGD(make_classifier(), eps=0.2, steps=1).overfitting_threshold == 0.2

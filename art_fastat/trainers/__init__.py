@@ -10,8 +10,10 @@ from art_fastat.trainers.dat import AdversarialTrainerDAT
 from art_fastat.trainers.fast import AdversarialTrainerFast
 from art_fastat.trainers.free import AdversarialTrainerFree
 from art_fastat.trainers.gaat import AdversarialTrainerGAAT
+from art_fastat.trainers.gradalign import AdversarialTrainerGradAlign
 from art_fastat.trainers.l2l import AdversarialTrainerL2L, l2l_trades
 from art_fastat.trainers.natural import NaturalTrainer
+from art_fastat.trainers.nfgsm import AdversarialTrainerNFGSM
 from art_fastat.trainers.pgd import AdversarialTrainerPGD
 
 
@@ -33,6 +35,8 @@ TRAINERS: dict[str, Callable[..., AdversarialTrainerBase]] = {
     "natural": NaturalTrainer,
     "pgd": AdversarialTrainerPGD,
     "fast": AdversarialTrainerFast,
+    "nfgsm": AdversarialTrainerNFGSM,
+    "gradalign": AdversarialTrainerGradAlign,
     "gaat": AdversarialTrainerGAAT,
     "dat": AdversarialTrainerDAT,
     "dat+gaat": dat_gaat,
@@ -52,7 +56,9 @@ __all__ = [
     "AdversarialTrainerFast",
     "AdversarialTrainerFree",
     "AdversarialTrainerGAAT",
+    "AdversarialTrainerGradAlign",
     "AdversarialTrainerL2L",
+    "AdversarialTrainerNFGSM",
     "AdversarialTrainerPGD",
     "NaturalTrainer",
     "dat_gaat",
