@@ -110,32 +110,68 @@ def trainer_builder(factory: Callable[..., Any], eps: float, options: dict[str, 
     return lambda classifier, seed=0: factory(classifier, eps=eps, seed=seed, **engine, **options)
 
 
+def time_passes(
+    builds: dict[str, Callable[[Any, int], Any]],
+    make_classifier: Callable[[int], Any],
+    x: np.ndarray,
+    y: np.ndarray,
+    batch_size: int,
+    repeats: int,
+) -> dict[str, list[float]]:
+    """
+    Seconds of one pass over ``(x, y)`` per configuration, the configurations interleaved (one of each in turn,
+    ``repeats`` times): these machines are shared and noisy, so whole runs one after another give unstable ratios.
+    A replay method's pass is ``nb_epochs=trainer.replays``.
+
+    :param builds: Label -> ``(fresh classifier, seed) -> trainer`` (anything with ``fit(x, y, batch_size,
+                   nb_epochs)``), or ``-> None`` for a function that trains one pass itself.
+    :param make_classifier: ``seed -> fresh classifier``.
+    :param x: Training inputs.
+    :param y: Training labels.
+    :param batch_size: Minibatch size.
+    :param repeats: Passes timed per configuration.
+    :return: Label -> seconds of each repeat.
+    """
+    seconds: dict[str, list[float]] = {label: [] for label in builds}
+    for repeat in range(repeats):
+        for label, build in builds.items():
+            classifier = make_classifier(repeat)
+            started = time.perf_counter()
+            trainer = build(classifier, repeat)
+            if trainer is not None:
+                trainer.fit(x, y, batch_size=batch_size, nb_epochs=getattr(trainer, "replays", 1))
+            seconds[label].append(time.perf_counter() - started)
+            print(f"  repeat {repeat + 1}/{repeats} {label}: {seconds[label][-1]:.2f} s", flush=True)
+    return seconds
+
+
 def time_data_passes(
     builds: dict[str, Callable[[Any, int], Any]], protocol: Protocol, data: Data, repeats: int
 ) -> dict[str, float]:
     """
-    Median seconds of one pass over the training data per configuration, the configurations interleaved (one of each
-    in turn, ``repeats`` times): these machines are shared and noisy, so whole runs one after another give unstable
-    ratios. A replay method's pass is ``nb_epochs=trainer.replays``.
+    :func:`time_passes` over a protocol's training data, with its classifiers and batch size.
 
-    :param builds: Label -> ``(fresh classifier, seed) -> trainer`` (anything with ``fit(x, y, batch_size,
-                   nb_epochs)``), or ``-> None`` for a function that trains one pass itself.
+    :param builds: Label -> ``(fresh classifier, seed) -> trainer`` (see :func:`time_passes`).
     :param protocol: Makes the classifiers; its batch size is used.
     :param data: ``(x_train, y_train, ...)``.
     :param repeats: Passes timed per configuration.
     :return: Label -> median seconds.
     """
-    seconds: dict[str, list[float]] = {label: [] for label in builds}
-    for repeat in range(repeats):
-        for label, build in builds.items():
-            classifier = protocol.make_classifier("cpu", seed=repeat)
-            started = time.perf_counter()
-            trainer = build(classifier, repeat)
-            if trainer is not None:
-                trainer.fit(data[0], data[1], batch_size=protocol.batch_size, nb_epochs=getattr(trainer, "replays", 1))
-            seconds[label].append(time.perf_counter() - started)
-            print(f"  repeat {repeat + 1}/{repeats} {label}: {seconds[label][-1]:.2f} s", flush=True)
+    seconds = time_passes(builds, lambda seed: protocol.make_classifier("cpu", seed=seed), data[0], data[1],
+                          protocol.batch_size, repeats)  # fmt: skip
     return {label: statistics.median(values) for label, values in seconds.items()}
+
+
+def paired_ratio(seconds: dict[str, list[float]], numerator: str, denominator: str) -> tuple[float, list[float]]:
+    """
+    :param seconds: Label -> seconds per repeat of :func:`time_passes`.
+    :param numerator: Label of the configuration measured.
+    :param denominator: Label of the reference.
+    :return: ``(median ratio, ratio per repeat)``, each ratio from the same repeat: load that drifts over the run
+             affects both sides of a pair alike.
+    """
+    ratios = [a / b for a, b in zip(seconds[numerator], seconds[denominator], strict=True)]
+    return statistics.median(ratios), ratios
 
 
 def cost_table(median: dict[str, float], reference: dict[str, str]) -> str:

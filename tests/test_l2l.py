@@ -13,8 +13,9 @@ from torch import nn
 
 import art_fastat.trainers.l2l as l2l_module
 from art_fastat.attacks import L2L, RNNOptimizer
+from art_fastat.attacks.fused_lstm import lstm_step
 from art_fastat.attacks.l2l import Trajectory, learned_ascent
-from art_fastat.perturbation import AttackSpace, input_gradient, objective_gradient, pgd
+from art_fastat.perturbation import AttackSpace, input_gradient, normalise_per_sample, objective_gradient, pgd
 from art_fastat.trainers import AdversarialTrainerL2L
 
 EPS, STEPS = 0.2, 5
@@ -95,6 +96,69 @@ class _FrozenInputs(nn.Module):
         return self.rnn(self.gradients[self.step - 1], delta_over_eps, state)
 
 
+class UnfusedRNNOptimizer(nn.Module):
+    """The learned optimizer as it was before the fused step: ``nn.LSTMCell`` and ``nn.Linear`` run by autograd."""
+
+    def __init__(self, hidden_size: int = 16) -> None:
+        super().__init__()
+        self.cell, self.head = nn.LSTMCell(2, hidden_size), nn.Linear(hidden_size, 1)
+
+    def forward(self, gradient, delta_over_eps, state=None):
+        features = torch.stack([normalise_per_sample(gradient).reshape(-1), delta_over_eps.reshape(-1)], dim=1)
+        hidden, cell = self.cell(features.to(self.head.weight.dtype), state)
+        return self.head(hidden).view_as(gradient).to(gradient.dtype), (hidden, cell)
+
+
+@pytest.mark.parametrize("block", [None, 64, 1000])  # the default, blocks with a ragged last one, one block
+def test_fused_lstm_step_computes_lstm_cell_and_head_and_their_gradients(block):
+    torch.manual_seed(0)
+    cell, head = nn.LSTMCell(2, 16).double(), nn.Linear(16, 1).double()
+    weights = [*cell.parameters(), *head.parameters()]
+    features = [torch.randn(1000, 2, dtype=torch.float64, requires_grad=True) for _ in range(3)]
+    upstream = [torch.randn(1000, dtype=torch.float64) for _ in range(3)]
+
+    def unroll(step):
+        state, outputs = None, []
+        for x in features:
+            u, state = step(x, state)
+            outputs.append(u)
+        return outputs, state
+
+    fused, fused_state = unroll(lambda x, state: lstm_step(x, state, cell, head, block))
+    reference, reference_state = unroll(lambda x, state: (lambda s: (head(s[0]).view(-1), s))(cell(x, state)))
+    for ours, exact in zip([*fused, *fused_state], [*reference, *reference_state], strict=True):
+        torch.testing.assert_close(ours, exact, rtol=0, atol=1e-12)
+    # the meta-gradient's path: into the weights (all six tensors) and back through the features and the state
+    objective = [sum((u * w).sum() for u, w in zip(outputs, upstream, strict=True)) for outputs in (fused, reference)]
+    ours, exact = (torch.autograd.grad(total, weights + features) for total in objective)
+    for a, b in zip(ours, exact, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
+    assert all(float(g.abs().sum()) > 0 for g in ours)
+    with torch.no_grad():  # without a graph only one block of scratch is kept
+        torch.testing.assert_close(unroll(lambda x, state: lstm_step(x, state, cell, head, block))[0][-1],
+                                   reference[-1], rtol=0, atol=1e-12)  # fmt: skip
+
+
+def test_rnn_optimizer_loads_the_unfused_state_dict_and_has_its_meta_gradient(digits, network):
+    x, y = torch.from_numpy(digits[0][:64]), torch.from_numpy(digits[1][:64])
+    torch.manual_seed(3)
+    unfused = UnfusedRNNOptimizer()
+    rnn = RNNOptimizer()
+    rnn.load_state_dict(unfused.state_dict())  # checkpoints of the unfused optimizer load as they are
+
+    def meta_gradient(optimizer):
+        trajectory = learned_ascent(AttackSpace(network, generator=torch.Generator().manual_seed(0)), x, y, optimizer,
+                                    EPS, STEPS)  # fmt: skip
+        trajectory.gradients.append(input_gradient(network, x, trajectory.deltas[-1], y))
+        return trajectory.deltas, torch.autograd.grad(trajectory.meta_surrogate(), list(optimizer.parameters()))
+
+    (deltas, ours), (reference_deltas, exact) = meta_gradient(rnn), meta_gradient(unfused)
+    for a, b in zip(deltas, reference_deltas, strict=True):  # float32: about 1e-6 of eps = 0.2
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+    for a, b in zip(ours, exact, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
 def test_learned_optimizer_climbs_higher_than_tuned_pgd_on_held_out_inputs(digits, network):
     x_train, y_train = torch.from_numpy(digits[0]), torch.from_numpy(digits[1])
     x_test, y_test = torch.from_numpy(digits[2]), torch.from_numpy(digits[3])
@@ -166,4 +230,6 @@ def test_l2l_refuses_bad_arguments():
         AdversarialTrainerL2L(classifier, eps=EPS, rnn="lstm")
     with pytest.raises(ValueError, match="steps must be an integer >= 1"):
         L2L(nn.Linear(2, 2), RNNOptimizer(), steps=0)
+    with pytest.raises(ValueError, match=r"state must be \(h, c\) of shape \(64, 16\)"):
+        RNNOptimizer()(torch.randn(1, 64), torch.zeros(1, 64), (torch.zeros(63, 16), torch.zeros(63, 16)))
     assert same_weights(before, weights(classifier))
