@@ -244,8 +244,8 @@ def plot_pareto(rows: Sequence[dict[str, Any]], path: Path, title: str) -> None:
 
 
 def plot_curves(results: Sequence[dict[str, Any]], path: Path, title: str) -> None:
-    """Per-epoch training loss and validation PGD accuracy of every method, each epoch the mean over the seeds that
-    reached it."""
+    """Per-epoch training loss and validation PGD accuracy (on the run's validation images: the first training images,
+    see :mod:`art_fastat.runs`) of every method, each epoch the mean over the seeds that reached it."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -263,8 +263,8 @@ def plot_curves(results: Sequence[dict[str, Any]], path: Path, title: str) -> No
                 axes.plot(epochs, [scale * value for value in means], **style)
     loss_axes.set(xlabel="epoch (pass over the data)", ylabel="training loss (on the method's own inputs)",
                   title="training loss")  # fmt: skip
-    pgd_axes.set(xlabel="epoch (pass over the data)", ylabel="validation PGD-10 accuracy (%)",
-                 title="validation robustness")  # fmt: skip
+    pgd_axes.set(xlabel="epoch (pass over the data)", ylabel="PGD-10 accuracy (%), first 512 training images",
+                 title="validation robustness (training images)")  # fmt: skip
     for axes in (loss_axes, pgd_axes):
         axes.grid(True, alpha=0.3)
     pgd_axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)

@@ -10,6 +10,12 @@ directory:
 - ``report.json`` and ``report.md``: the evaluation (:func:`art_fastat.evaluation.evaluate`);
 - ``checkpoint/``: the engine's checkpoint, written after every epoch (``resume=True`` continues from it).
 
+Every epoch is validated (``val_accuracy``, ``val_pgd_accuracy``, and what the overfitting guard reads) on the first
+:data:`~art_fastat.evaluation.validation.VALIDATION_SIZE` images of the training split, never on the test split: the
+guard and early stopping choose the epoch whose weights are kept, so validating on test images would let the test set
+choose the model it then scores. The protocols have no held-out split (P1's 8000 training images are the protocol's),
+and a catastrophic overfit shows on training images as on any others (Wong et al. 2020 check a training minibatch).
+
 Under ``torchrun`` every rank trains; only rank 0 writes and evaluates (the ranks hold identical weights).
 """
 
@@ -29,6 +35,7 @@ import torch.distributed as dist
 from art_fastat._validation import check_positive_int
 from art_fastat.anchors import ANCHORS, ARTAnchor
 from art_fastat.evaluation import ATTACKS, RobustnessReport, evaluate
+from art_fastat.evaluation.validation import VALIDATION_SIZE
 from art_fastat.protocols import Protocol
 from art_fastat.trainers import TRAINERS
 
@@ -114,7 +121,8 @@ def run_method(
     :param method: A key of :data:`art_fastat.trainers.TRAINERS`, or an ART anchor (a key of
                    :data:`art_fastat.anchors.ANCHORS`).
     :param protocol: The protocol: model, optimizer, batch size, epochs, schedules, evaluation settings.
-    :param data: Its splits ``(x_train, y_train, x_test, y_test)``; the test split also validates every epoch.
+    :param data: Its splits ``(x_train, y_train, x_test, y_test)``; the first ``VALIDATION_SIZE`` training images
+                 validate every epoch (never the test split: see the module's description).
     :param out: Output directory.
     :param eps: L-inf radius (default: the protocol's).
     :param device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or None (CUDA when available).
@@ -155,7 +163,7 @@ def run_method(
         )  # fmt: skip
     started = time.perf_counter()
     history = trainer.fit(
-        x_train, y_train, validation_data=(x_test, y_test),
+        x_train, y_train, validation_data=(x_train[:VALIDATION_SIZE], y_train[:VALIDATION_SIZE]),
         batch_size=protocol.batch_size if batch_size is None else batch_size,
         nb_epochs=protocol.nb_epochs if epochs is None else epochs,
         **({"callbacks": list(callbacks)} if callbacks else {}),

@@ -8,8 +8,8 @@ Settings (``--settings``, comma-separated):
 - ``protocol``: GAAT's own defaults under P1's engine options (3-epoch eps warm-up, triangle schedule), batch 100, 10
   epochs, as ``art-fastat bench`` trains it but without validation data, so the guard runs its own check (PGD-5 on
   the first 128 training images);
-- ``bench``: the same with the test split as validation data, as the bench passes it (the guard then reads the
-  validation's PGD-10 on its first 512 test images);
+- ``bench``: the same with validation data as the bench passes it, the first 512 training images (the guard then
+  reads the validation's PGD-10 on them);
 - ``defaults``: every default of the trainer and of ``fit`` (batch 128, 20 epochs, the optimizer's constant lr, no
   warm-up).
 
@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import benchmark_arguments  # noqa: E402
 
 from art_fastat.evaluation import evaluate  # noqa: E402
+from art_fastat.evaluation.validation import VALIDATION_SIZE  # noqa: E402
 from art_fastat.trainers import AdversarialTrainerGAAT, NaturalTrainer  # noqa: E402
 
 SETTINGS = ("natural", "protocol", "bench", "defaults")
@@ -61,7 +62,7 @@ def main() -> None:
             continue
         engine, fit = on_protocol if setting != "defaults" else ({}, {})
         if setting == "bench":
-            fit = {**fit, "validation_data": (x_test, y_test)}
+            fit = {**fit, "validation_data": (x[:VALIDATION_SIZE], y[:VALIDATION_SIZE])}
         runs += [(setting, guard, AdversarialTrainerGAAT, engine, fit) for guard in ("off", "auto")]
 
     print(

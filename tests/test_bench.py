@@ -195,6 +195,17 @@ def test_a_run_a_guard_stopped_is_marked_stopped_early(digits, tmp_path):
     assert json.loads((tmp_path / "config.json").read_text())["stop_reason"] == "early_stopping"
 
 
+def test_a_run_validates_on_training_images_never_on_the_test_split(digits, tmp_path):
+    # the guard and early stopping pick the epoch that is kept: validated on test images, the test set would choose
+    # the model it scores. Test labels shifted by one make every test image wrong for a model that has learned.
+    x_train, y_train, x_test, y_test = digits
+    data = (x_train[:512], y_train[:512], x_test[:64], (y_test[:64] + 1) % 10)
+    run = run_method("natural", protocol=get_protocol("digits"), data=data, out=tmp_path, device="cpu", epochs=3,
+                     attacks=("pgd",), verbose=False)  # fmt: skip
+    assert run.history[-1]["val_accuracy"] > 0.8  # what the model scores on the training images it was validated on
+    assert run.report.clean_accuracy < 0.2  # the shifted test labels, seen only by the evaluation
+
+
 def test_bench_runs_every_seed_in_its_own_directory_and_resumes_after_an_interruption(tmp_path, monkeypatch):
     calls, interrupted = [], []
 
