@@ -114,18 +114,20 @@ def test_fused_lstm_step_computes_lstm_cell_and_head_and_their_gradients(block):
     torch.manual_seed(0)
     cell, head = nn.LSTMCell(2, 16).double(), nn.Linear(16, 1).double()
     weights = [*cell.parameters(), *head.parameters()]
-    features = [torch.randn(1000, 2, dtype=torch.float64, requires_grad=True) for _ in range(3)]
+    features = [torch.randn(1000, dtype=torch.float64, requires_grad=True) for _ in range(6)]
     upstream = [torch.randn(1000, dtype=torch.float64) for _ in range(3)]
 
     def unroll(step):
         state, outputs = None, []
-        for x in features:
+        for x in zip(features[::2], features[1::2], strict=True):
             u, state = step(x, state)
             outputs.append(u)
         return outputs, state
 
     fused, fused_state = unroll(lambda x, state: lstm_step(x, state, cell, head, block))
-    reference, reference_state = unroll(lambda x, state: (lambda s: (head(s[0]).view(-1), s))(cell(x, state)))
+    reference, reference_state = unroll(
+        lambda x, state: (lambda s: (head(s[0]).view(-1), s))(cell(torch.stack(x, dim=1), state))
+    )
     for ours, exact in zip([*fused, *fused_state], [*reference, *reference_state], strict=True):
         torch.testing.assert_close(ours, exact, rtol=0, atol=1e-12)
     # the meta-gradient's path: into the weights (all six tensors) and back through the features and the state

@@ -63,8 +63,9 @@ class RNNOptimizer(nn.Module):
         :param state: LSTM state ``(h, c)`` of the previous step, or None at the first.
         :return: ``(u, new state)``, ``u`` shaped like ``gradient``.
         """
-        features = torch.stack([normalise_per_sample(gradient).reshape(-1), delta_over_eps.reshape(-1)], dim=1)
-        update, state = lstm_step(features.to(self.head.weight.dtype), state, self.cell, self.head)  # e.g. float64 x
+        dtype = self.head.weight.dtype  # e.g. a float64 model, a float32 LSTM
+        features = (normalise_per_sample(gradient).reshape(-1).to(dtype), delta_over_eps.reshape(-1).to(dtype))
+        update, state = lstm_step(features, state, self.cell, self.head)
         return update.view_as(gradient).to(gradient.dtype), state
 
 
