@@ -297,6 +297,28 @@ def test_more_restarts_never_help_the_model(classifier, data):
     assert four.robust_accuracy["pgd"] < one.robust_accuracy["pgd"]
 
 
+def test_each_pgd_restart_attacks_only_the_samples_no_earlier_restart_fooled(classifier, data, monkeypatch):
+    from art.attacks.evasion import ProjectedGradientDescent
+
+    _, _, x, y = data
+    x, y = x[:60], y[:60]
+    options = {"attacks": ("pgd",), "pgd_steps": 3, "pgd_step_size": 0.01}
+    one = evaluate(classifier, x, y, 0.1, pgd_restarts=1, **options)
+    sizes, generate = [], ProjectedGradientDescent.generate
+
+    def counted(self, x, y=None, **kwargs):
+        sizes.append(len(x))
+        return generate(self, x, y, **kwargs)
+
+    monkeypatch.setattr(ProjectedGradientDescent, "generate", counted)
+    four = evaluate(classifier, x, y, 0.1, pgd_restarts=4, **options)
+    # the first restart attacks every clean-correct sample; the second only the ones it left robust (the first run is
+    # the seeded one of pgd_restarts=1), and so on: what the last leaves robust is the robust accuracy
+    assert sizes[0] == round(one.clean_accuracy * 60) and sizes[1] == round(one.robust_accuracy["pgd"] * 60) < sizes[0]
+    assert len(sizes) == 4 and sizes == sorted(sizes, reverse=True)
+    assert round(four.robust_accuracy["pgd"] * 60) <= sizes[-1]
+
+
 @pytest.mark.parametrize(
     ("change", "error", "match"),
     [

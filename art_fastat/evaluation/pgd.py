@@ -1,7 +1,9 @@
 """
 The ``"pgd"`` runner of :func:`art_fastat.evaluation.evaluate`: ART's ``ProjectedGradientDescent`` with the true
-labels. With ``pgd_restarts > 1`` ART keeps, per sample, the result of the first run and replaces it by the result of
-every later restart that fools the model, so a sample counts as robust only if it survives every restart.
+labels. A sample counts as robust only if it survives every restart, as with ART's ``num_random_init``; but where ART
+runs every restart on every sample, each restart here attacks only the samples no earlier one fooled (a fooled sample
+is not robust whatever the later restarts find): the same accuracy in fewer passes, about ten times fewer for a model
+PGD breaks at once with PGD-50-10.
 """
 
 from __future__ import annotations
@@ -34,12 +36,18 @@ def run(task: AttackTask) -> AttackResult:
             eps=task.eps,
             eps_step=step_size,
             max_iter=steps,
-            num_random_init=restarts,
+            num_random_init=min(restarts, 1),
             batch_size=task.batch_size,
             verbose=task.verbose,
         )
         x_attacked, y_attacked = task.x_attacked, task.y_attacked
-        x_adv = attack.generate(x_attacked, y_attacked)
-        check_budget("pgd", x_adv, x_attacked, task.eps + task.tolerance, task.norm_name)
-        robust[task.attacked] = predict_labels(task.classifier, x_adv, task.batch_size) == y_attacked
+        survived = np.ones(len(x_attacked), dtype=bool)
+        for _ in range(max(restarts, 1)):
+            index = np.flatnonzero(survived)
+            if not len(index):
+                break
+            x_adv = attack.generate(x_attacked[index], y_attacked[index])
+            check_budget("pgd", x_adv, x_attacked[index], task.eps + task.tolerance, task.norm_name)
+            survived[index] = predict_labels(task.classifier, x_adv, task.batch_size) == y_attacked[index]
+        robust[task.attacked] = survived
     return AttackResult(robust, settings)
