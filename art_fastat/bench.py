@@ -201,6 +201,7 @@ def bench(
     attack_sizes: Mapping[str, int | Sequence[int]] | None = None,
     epochs: int | None = None,
     verbose: bool = True,
+    finished_only: bool = False,
 ) -> list[dict[str, Any]]:
     """
     Train and evaluate ``methods`` under ``protocol`` with every seed of ``seeds``; write ``leaderboard.md/.json/.csv``,
@@ -226,6 +227,9 @@ def bench(
                          its attacks saw.
     :param epochs: Epochs of every method (default: the protocol's).
     :param verbose: Progress bars over runs and over each run's batches.
+    :param finished_only: Train and evaluate nothing: write the leaderboard, claims and plots from the runs of
+                          ``methods`` and ``seeds`` already finished in ``out`` (a bench run in parts, read between
+                          them); the runs not finished are left out and logged. Nothing is checked against the data.
     :return: The leaderboard rows (:func:`art_fastat.leaderboard.leaderboard`).
     """
     settings = get_protocol(protocol)
@@ -244,11 +248,16 @@ def bench(
     if epochs is not None:
         epochs = check_positive_int(epochs, "epochs")
     out = Path(out)
+    runs = [(seed, method) for seed in seeds for method in methods]
+    if finished_only:
+        results = _finished(out, runs)
+        if not results:
+            raise ValueError(f"finished_only: {out} holds no finished run of the methods and seeds asked for")
+        return _write_leaderboard(out, results, settings)
     data = settings.load(data_dir)
     out.mkdir(parents=True, exist_ok=True)
     n = len(data[2]) if n_eval is None else min(n_eval, len(data[2]))
     results = []
-    runs = [(seed, method) for seed in seeds for method in methods]
     progress = tqdm(runs, desc="bench", unit="run", disable=not verbose)
     for seed, method in progress:
         progress.set_postfix(method=method, seed=seed)
@@ -277,6 +286,26 @@ def bench(
         _write_atomically(result_path, json.dumps(result, indent=2))
         results.append(result)
     progress.close()
+    return _write_leaderboard(out, results, settings)
+
+
+def _finished(out: Path, runs: Sequence[tuple[int, str]]) -> list[dict[str, Any]]:
+    """The results of the ``(seed, method)`` runs that have a ``result.json`` in ``out``; the others are logged."""
+    results, missing = [], []
+    for seed, method in runs:
+        path = out / f"seed-{seed}" / method / "result.json"
+        if path.exists():
+            results.append(json.loads(path.read_text()))
+        else:
+            missing.append(f"{method} (seed {seed})")
+    if missing:
+        logger.warning("finished_only: %d run(s) not finished, left out of the leaderboard: %s", len(missing),
+                       ", ".join(missing))  # fmt: skip
+    return results
+
+
+def _write_leaderboard(out: Path, results: list[dict[str, Any]], settings: Protocol) -> list[dict[str, Any]]:
+    """Write the leaderboard files, the claims and the plots of ``results`` to ``out``; return the rows."""
     rows = leaderboard(results)
     _write_atomically(out / "leaderboard.md", to_markdown(rows, settings) + "\n")
     _write_atomically(out / "leaderboard.json", json.dumps(rows, indent=2))
@@ -287,7 +316,8 @@ def bench(
     claims = relative_claims(results)
     _write_atomically(out / "claims.md", claims_markdown(claims, settings) + "\n")
     _write_atomically(out / "claims.json", json.dumps(claims, indent=2))
-    title = f"{settings.name}, eps {settings.eps:g}, {len(seeds)} seed{'s' if len(seeds) > 1 else ''}"
+    seeds = len({result["seed"] for result in results})
+    title = f"{settings.name}, eps {settings.eps:g}, {seeds} seed{'s' if seeds > 1 else ''}"
     plot_pareto(rows, out / "pareto.png", f"Robustness against training time ({title})")
     plot_curves(results, out / "curves.png", f"Training curves ({settings.name})")
     return rows

@@ -171,6 +171,9 @@ def _build_parser() -> argparse.ArgumentParser:
                            "the other seeds; default: all --n-eval)")  # fmt: skip
     bench.add_argument("--epochs", type=_integer(1), help="epochs of every method (default: the protocol's)")
     bench.add_argument("--quiet", action="store_true", help="no progress bars")
+    bench.add_argument("--finished-only", action="store_true",
+                       help="train and evaluate nothing: write the leaderboard of the runs already finished in --out "
+                            "(a bench run in parts)")  # fmt: skip
     bench.add_argument("--out", type=_directory, required=True,
                        help="output directory (re-running skips finished runs)")  # fmt: skip
 
@@ -303,7 +306,7 @@ def _bench(args: argparse.Namespace) -> None:
         attack_sizes[attack] = (sizes[0], sizes[-1])
     bench(args.protocol, args.out, args.methods, data_dir=args.data_dir, device=args.device, seeds=seeds,
           n_eval=args.n_eval, attacks=args.attacks, attack_sizes=attack_sizes, epochs=args.epochs,
-          verbose=not args.quiet)  # fmt: skip
+          verbose=not args.quiet, finished_only=args.finished_only)  # fmt: skip
     print((Path(args.out) / "leaderboard.md").read_text())
 
 

@@ -206,7 +206,7 @@ def test_a_run_validates_on_training_images_never_on_the_test_split(digits, tmp_
     assert run.report.clean_accuracy < 0.2  # the shifted test labels, seen only by the evaluation
 
 
-def test_bench_runs_every_seed_in_its_own_directory_and_resumes_after_an_interruption(tmp_path, monkeypatch):
+def test_bench_runs_every_seed_in_its_own_directory_and_resumes_after_an_interruption(tmp_path, monkeypatch, capsys):
     calls, interrupted = [], []
 
     def fake_bench_method(method, *, out, seed, attack_sizes, **_):
@@ -227,6 +227,15 @@ def test_bench_runs_every_seed_in_its_own_directory_and_resumes_after_an_interru
                      ("natural", 1, {"autoattack": 20}), ("fast", 1, {"autoattack": 20})]  # fmt: skip
     assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.glob("seed-*/*/result.json")) == [
         "seed-0/fast/result.json", "seed-0/natural/result.json", "seed-1/natural/result.json"]  # fmt: skip
+    # between the parts, the leaderboard of the finished runs, training and evaluating nothing
+    partial = bench("digits", tmp_path, seeds=(0, 1), finished_only=True, **arguments)
+    assert calls[4:] == [] and {row["method"]: row["seeds"] for row in partial} == {"NATURAL": 2, "FAST": 1}
+    assert "| FAST |" in (tmp_path / "leaderboard.md").read_text()
+    with pytest.raises(ValueError, match="no finished run"):
+        bench("digits", tmp_path, seeds=(5,), finished_only=True, **arguments)
+    main(["bench", "--protocol", "digits", "--methods", "natural,fast", "--seeds", "0", "1", "--finished-only",
+          "--quiet", "--out", str(tmp_path)])  # fmt: skip
+    assert "| FAST |" in capsys.readouterr().out and calls[4:] == []
     calls.clear()
     rows = bench("digits", tmp_path, seeds=(0, 1), **arguments)
     assert calls == [("fast", 1, {"autoattack": 20})]  # only the interrupted run
