@@ -16,7 +16,15 @@ from safetensors.torch import load_file, save_file
 import art_fastat
 from art_fastat.cli import main
 from art_fastat.engine import read_model_state
-from art_fastat.export import export_run, load_classifier, load_model, model_info, robustbench_accuracy, robustbench_eps
+from art_fastat.export import (
+    _accuracy_rows,
+    export_run,
+    load_classifier,
+    load_model,
+    model_info,
+    robustbench_accuracy,
+    robustbench_eps,
+)
 from art_fastat.models import get_model
 
 ROBUSTBENCH_KEYS = ["link", "name", "authors", "additional_data", "number_forward_passes", "dataset", "venue",
@@ -118,6 +126,22 @@ def test_robustbench_formats():
     assert (info["clean_acc"], info["autoattack_acc"], info["reported"]) == ("83.34", "43.21", "43.02")
     assert "first 10000 images of the CIFAR-10 test set" in info["footnote"] and "15 epochs" in info["footnote"]
     assert "1 epoch," in model_info("fast", "digits", "digits_cnn", 0.2, report, 1, seed=0)["footnote"]
+
+
+def test_attacks_on_fewer_images_are_named_and_never_lift_the_reported_accuracy_above_an_attack_s():
+    # the bench's P1 sizes: AutoAttack on 500 images, CW on 25; the worst case on those 25 scored above AutoAttack
+    report = {"n": 2000, "clean_accuracy": 0.9815, "worst_case_accuracy": 0.92,
+              "robust_accuracy": {"pgd": 0.841, "cw": 1.0, "autoattack": 0.798},
+              "sizes": {"clean": 2000, "pgd": 2000, "cw": 25, "autoattack": 500, "worst_case": 25}}  # fmt: skip
+    info = model_info("pgd", "mnist10k", "mnist_cnn", 0.3, report, 10, seed=0)
+    assert (info["autoattack_acc"], info["reported"]) == ("79.80", "79.80")
+    assert "attacks: pgd, ART Carlini-Wagner L-inf on the first 25, AutoAttack on the first 500;" in info["footnote"]
+    assert "the lowest of the worst case over these attacks on the first 25 images" in info["footnote"]
+    rows = dict(_accuracy_rows(report, "0.3"))
+    assert rows["CW (L-inf, eps = 0.3), first 25 images"] == 100.0 and rows["PGD (L-inf, eps = 0.3)"] == 84.1
+    assert rows["worst case over the attacks, first 25 images"] == 92.0
+    same = {**report, "sizes": dict.fromkeys(report["sizes"], 2000), "worst_case_accuracy": 0.79}
+    assert model_info("pgd", "mnist10k", "mnist_cnn", 0.3, same, 10)["reported"] == "79.00"  # the worst case itself
 
 
 def test_a_run_without_evaluation_exports_with_null_accuracies(run, tmp_path, caplog):
