@@ -318,6 +318,7 @@ def model_info(
     :return: The entry, keys in RobustBench's order.
     """
     from art_fastat.bench import LABELS
+    from art_fastat.evaluation.report import claimed_accuracy
 
     title, authors, link, venue = PAPERS.get(method, (method, "", "", "N/A"))
     dataset, _, test_images = DATASETS.get(protocol, (protocol, None, f"protocol {protocol}'s test split"))
@@ -341,20 +342,10 @@ def model_info(
         "architecture": ARCHITECTURES.get(architecture, architecture),
         "eps": robustbench_eps(eps),
         "clean_acc": robustbench_accuracy(None if report is None else report["clean_accuracy"]),
-        "reported": robustbench_accuracy(None if report is None else reported_accuracy(report)),
+        "reported": robustbench_accuracy(None if report is None else claimed_accuracy(report)),
         "autoattack_acc": robustbench_accuracy(robust.get("autoattack")),
         "footnote": f"{trained}); {evaluated}.",
     }
-
-
-def reported_accuracy(report: dict[str, Any]) -> float:
-    """
-    A run's own robust-accuracy claim: the worst case over its attacks, or an attack's own accuracy where lower. The
-    worst case is taken on the images every attack saw; when an attack ran on fewer images than another (e.g. CW on 25,
-    AutoAttack on 500), that smaller sample may score above the accuracy the other attack measured on its own images,
-    and a claim above a measured attack's accuracy would overstate the model.
-    """
-    return min(report["worst_case_accuracy"], *report["robust_accuracy"].values())
 
 
 def _images(report: dict[str, Any], attack: str) -> int:
@@ -362,8 +353,10 @@ def _images(report: dict[str, Any], attack: str) -> int:
 
 
 def _reported_described(report: dict[str, Any]) -> str:
+    from art_fastat.evaluation.report import claimed_accuracy
+
     worst = f"the worst case over these attacks on the first {_images(report, 'worst_case')} images (every attack saw)"
-    if reported_accuracy(report) < report["worst_case_accuracy"]:
+    if claimed_accuracy(report) < report["worst_case_accuracy"]:
         return f"the lowest of {worst} and each attack's accuracy on its own images"
     return worst
 

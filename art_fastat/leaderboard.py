@@ -168,7 +168,8 @@ def to_markdown(rows: Sequence[dict[str, Any]], protocol: Protocol) -> str:
     lines = [
         f"Leaderboard: protocol {protocol.name}, L-inf eps = {protocol.eps:g}, accuracies in % (mean ± standard error "
         f"over seeds), clean accuracy on the first {'/'.join(map(str, clean))} test images, each attack on the first "
-        "images of its count in 'images per seed', the worst case on the images every attack saw",
+        "images of its count in 'images per seed', the worst case on the images every attack saw (or an attack's "
+        "own accuracy where lower: an attack run on fewer images can leave a worst case above another attack's)",
         "",
         "| " + " | ".join(header) + " |",
         "|---:|---|---:|" + "---:|" * (len(header) - 5) + "---|---|",

@@ -51,6 +51,15 @@ def test_leaderboard_says_when_a_run_stopped_early_and_which_epoch_it_kept():
     assert f"| {note} |" in to_markdown(rows, get_protocol("digits"))
 
 
+def test_a_worst_case_on_fewer_images_never_reads_above_an_attack_s_accuracy():
+    # CW on 25 images, AutoAttack on 500: the worst case on the 25 (92%) scored above AutoAttack's 79.8%
+    sizes = {"clean": 2000, "pgd": 2000, "cw": 25, "autoattack": 500, "worst_case": 25}
+    run = result("pgd", 290.0, 0.798, 0.841, sizes=sizes)
+    run["report"]["worst_case_accuracy"] = 0.92
+    row = leaderboard([run])[0]
+    assert (row["autoattack"], row["worst_case"]) == (79.8, 79.8)
+
+
 def test_pareto_front_keeps_only_points_nothing_beats_on_time_and_robustness():
     points = [(10.0, 80.0, "rat"), (2.0, 50.0, "fast"), (1.0, 0.0, "natural"), (3.0, 40.0, "worse than fast"),
               (12.0, 79.0, "slower and weaker than rat"), (5.0, 75.0, "atlas")]  # fmt: skip
