@@ -500,10 +500,22 @@ def test_sanity_flags_a_stronger_attack_that_does_worse_and_robustness_above_cle
     )
 
 
-def test_evaluation_of_a_consistent_report_has_no_consistency_flags(report):
+def test_a_cw_that_misses_points_pgd_broke_is_flagged_as_the_attack_s_miss():
+    report = per_sample_report([1, 1, 1, 0], [1, 0, 0, 0], [1, 0, 0, 0])
+    report.per_sample["cw"] = np.array([1, 1, 1, 0], dtype=bool)  # CW found nothing within eps
+    report.robust_accuracy["cw"] = 0.75
+    (flag,) = evaluation.sanity_flags(report)
+    assert flag.startswith("cw leaves 2 point(s) correct that pgd broke within eps: ART's Carlini-Wagner Linf")
+    assert "#1374" in flag
+    report.per_sample["cw"] = np.array([1, 0, 0, 0], dtype=bool)
     assert evaluation.sanity_flags(report) == []
+
+
+def test_evaluation_of_a_consistent_report_has_no_consistency_flags_but_cw_s_misses(report):
+    # ART's CW-L2 misses points PGD broke on this network: flagged as the attack's miss, nothing else
+    assert [flag[:45] for flag in evaluation.sanity_flags(report)] == ["cw leaves 9 point(s) correct that pgd broke w"]
     # AutoAttack's own checks may still speak: its zero-gradient check flags one of these 24 points of this network
-    assert all(flag.startswith("AutoAttack check") for flag in report.flags)
+    assert all(flag.startswith(("AutoAttack check", "cw leaves")) for flag in report.flags)
     assert report.to_dict()["flags"] == report.flags
 
 

@@ -177,7 +177,8 @@ def sanity_flags(report: RobustnessReport) -> list[str]:
     The consistency checks of a report (the lesson of gradient masking, Athalye et al. 2018): an attack cannot leave
     more points correct than there are clean correct points, and a stronger attack (AutoAttack) should not leave
     correct a point that a weaker one (PGD) broke. A flag does not prove the defence broken; it says the evaluation
-    needs a closer look (more restarts, an adaptive attack).
+    needs a closer look (more restarts, an adaptive attack). CW leaving correct a point PGD broke is flagged as a miss
+    of the CW attack (it minimises the perturbation and is not a stronger PGD).
 
     :param report: A report of :func:`evaluate` (per-sample results needed).
     :return: One message per failed check.
@@ -199,4 +200,13 @@ def sanity_flags(report: RobustnessReport) -> list[str]:
                     f"({report.robust_accuracy[stronger]:.2%} vs {report.robust_accuracy[weaker]:.2%}): a sign "
                     "of gradient masking or of randomness in the model"
                 )
+    if "cw" in report.per_sample and "pgd" in report.per_sample:
+        common = min(len(report.per_sample["cw"]), len(report.per_sample["pgd"]))
+        missed = int(np.sum(report.per_sample["cw"][:common] & ~report.per_sample["pgd"][:common]))
+        if missed:
+            flags.append(
+                f"cw leaves {missed} point(s) correct that pgd broke within eps: ART's Carlini-Wagner {report.norm} "
+                "looks for the smallest perturbation and can miss adversarial examples PGD finds (ART issue #1374); "
+                "its accuracy here is not a robustness claim"
+            )
     return flags
