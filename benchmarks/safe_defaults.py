@@ -10,8 +10,8 @@ Settings (``--settings``, comma-separated):
   the first 128 training images);
 - ``bench``: the same with validation data as the bench passes it, the first 512 training images (the guard then
   reads the validation's PGD-10 on them);
-- ``defaults``: every default of the trainer and of ``fit`` (batch 128, 20 epochs, the optimizer's constant lr, no
-  warm-up).
+- ``defaults``: every default of the trainer and of ``fit`` (batch 128, 20 epochs, the optimizer's constant lr,
+  GAAT's ``eps_warmup_epochs="auto"``: eps ramps up over the first 6 of the 20 epochs).
 
 ``natural``: natural training under the protocol's settings, the reference. Evaluation: clean and ART PGD-50-10
 (step 0.01) on the first ``--n-pgd`` test images (2000-image test split: images 8000-9999 of MNIST's test set),

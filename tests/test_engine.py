@@ -99,6 +99,21 @@ def test_eps_warmup_is_linear_per_iteration_and_scales_the_step(data):
     assert warmed_up_eps(0.3, 1.5, 3.0) == pytest.approx(0.15) and warmed_up_eps(0.3, 5, 0) == 0.3
 
 
+def test_auto_eps_warmup_takes_three_tenths_of_each_fit_and_is_gaat_s_default(data):
+    x, y, _, _ = data
+    x, y = x[:64], y[:64]  # one batch per epoch: each record's eps is the ramp at the start of its epoch
+    fast = AdversarialTrainerFast(make_classifier(), eps=0.2, eps_warmup_epochs="auto")
+    history = fast.fit(x, y, batch_size=64, nb_epochs=20)
+    assert np.allclose([record["eps"] for record in history], [0.2 * min(1, epoch / 6) for epoch in range(20)])
+    gaat = art_fastat.AdversarialTrainerGAAT(make_classifier(), eps=0.2, overfitting_guard=None)
+    assert gaat.eps_warmup_epochs == "auto"
+    history = gaat.fit(x, y, batch_size=64, nb_epochs=10)
+    assert np.allclose([record["eps"] for record in history], [0.2 * min(1, epoch / 3) for epoch in range(10)])
+    assert AdversarialTrainerFast(make_classifier(), eps=0.2).eps_warmup_epochs == 0.0  # the others: no ramp
+    with pytest.raises(ValueError, match="eps_warmup_epochs must be a number >= 0 or 'auto', got 'fast'"):
+        AdversarialTrainerFast(make_classifier(), eps=0.2, eps_warmup_epochs="fast")
+
+
 def test_first_warmup_batch_is_trained_on_clean_inputs(data):
     x, y, _, _ = data
     deltas = []

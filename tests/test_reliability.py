@@ -145,11 +145,12 @@ def test_overfitting_guard_is_on_by_default_for_single_step_methods_only(arrays)
 def test_default_guard_restores_the_best_epoch_of_a_gradual_collapse_and_says_so(arrays, monkeypatch, caplog):
     x, y = arrays
     two_epochs = make_classifier()
-    AdversarialTrainerGAAT(two_epochs, eps=0.2, seed=4).fit(x, y, batch_size=BATCH, nb_epochs=2)
+    # no eps warm-up: GAAT's "auto" one follows each fit's plan, and the two runs must train alike up to epoch 2
+    AdversarialTrainerGAAT(two_epochs, eps=0.2, seed=4, eps_warmup_epochs=0).fit(x, y, batch_size=BATCH, nb_epochs=2)
     # never 0.2 below the previous epoch, but epoch 4 is 0.25 below the best (epoch 2): the old rule missed it
     scripted_validation(monkeypatch, [0.30, 0.50, 0.40, 0.25, 0.60])
     classifier = make_classifier()
-    trainer = AdversarialTrainerGAAT(classifier, eps=0.2, seed=4)
+    trainer = AdversarialTrainerGAAT(classifier, eps=0.2, seed=4, eps_warmup_epochs=0)
     with caplog.at_level(logging.WARNING, logger="art_fastat"):
         history = trainer.fit(x, y, batch_size=BATCH, nb_epochs=5)
     assert [r["guard_pgd_accuracy"] for r in history] == [0.30, 0.50, 0.40, 0.25]
@@ -191,13 +192,14 @@ def test_overfitting_guard_off_for_multi_step_defaults_and_when_disabled(arrays,
 def test_resumed_run_keeps_the_guards_best_epoch(arrays, monkeypatch, tmp_path):
     x, y = arrays
     one_epoch = make_classifier()
-    AdversarialTrainerGAAT(one_epoch, eps=0.2, seed=4).fit(x, y, batch_size=BATCH, nb_epochs=1)
+    options = {"eps": 0.2, "seed": 4, "eps_warmup_epochs": 0}  # GAAT's "auto" warm-up would follow each fit's plan
+    AdversarialTrainerGAAT(one_epoch, **options).fit(x, y, batch_size=BATCH, nb_epochs=1)
     scripted_validation(monkeypatch, [0.50, 0.45])
-    AdversarialTrainerGAAT(make_classifier(), eps=0.2, seed=4, checkpoint_dir=tmp_path).fit(x, y, batch_size=BATCH,
-                                                                                           nb_epochs=2)  # fmt: skip
+    AdversarialTrainerGAAT(make_classifier(), checkpoint_dir=tmp_path, **options).fit(x, y, batch_size=BATCH,
+                                                                                     nb_epochs=2)  # fmt: skip
     scripted_validation(monkeypatch, [0.29, 0.9])  # 0.21 below epoch 1's 0.50, which only the checkpoint remembers
     classifier = make_classifier()
-    trainer = AdversarialTrainerGAAT(classifier, eps=0.2, seed=4, checkpoint_dir=tmp_path, resume=True)
+    trainer = AdversarialTrainerGAAT(classifier, checkpoint_dir=tmp_path, resume=True, **options)
     history = trainer.fit(x, y, batch_size=BATCH, nb_epochs=4)
     assert [r["epoch"] for r in history] == [1, 2, 3] and history[-1]["restored_epoch"] == 1
     assert trainer.stop_reason == "catastrophic_overfitting" and same_weights(weights(one_epoch), weights(classifier))

@@ -48,7 +48,10 @@ def check_engine_options(classifier: Any, eps: Any, options: dict[str, Any]) -> 
     if not isinstance(classifier.loss, nn.CrossEntropyLoss):
         logger.warning("The classifier's loss is %s; art_fastat trains on the cross-entropy.", classifier.loss)
     checked = dict(options, eps=None if eps is None else check_eps(eps, clip_range(classifier)))
-    checked["eps_warmup_epochs"] = check_non_negative_float(options["eps_warmup_epochs"], "eps_warmup_epochs")
+    warmup = options["eps_warmup_epochs"]
+    if isinstance(warmup, str) and warmup != "auto":
+        raise ValueError(f"eps_warmup_epochs must be a number >= 0 or 'auto', got {warmup!r}")
+    checked["eps_warmup_epochs"] = warmup if warmup == "auto" else check_non_negative_float(warmup, "eps_warmup_epochs")
     schedule = options["lr_schedule"]
     if isinstance(schedule, str):
         check_choice(schedule, "lr_schedule", (*LR_SCHEDULES, "paper"))
@@ -192,7 +195,7 @@ def check_network(trainer: AdversarialTrainerBase, x: np.ndarray | torch.Tensor)
         raise ValueError(f"classifier.model must return floating-point logits, got {logits.dtype}")
 
 
-def check_plan(trainer: AdversarialTrainerBase, data_epochs: int, steps_per_epoch: int) -> None:
+def check_plan(trainer: AdversarialTrainerBase, data_epochs: int, steps_per_epoch: int) -> float:
     """
     Before training: refuse a learning-rate scheduler object that would run out of steps mid-run, and warn (WARNING)
     when the eps warm-up is longer than the epochs it applies to, so eps never reaches the value asked for. A method
@@ -200,13 +203,15 @@ def check_plan(trainer: AdversarialTrainerBase, data_epochs: int, steps_per_epoc
 
     :param data_epochs: Passes over the data this ``fit`` runs.
     :param steps_per_epoch: Minibatches per pass.
+    :return: The epochs the eps warm-up applies to (what ``eps_warmup_epochs="auto"`` takes its share of).
     """
     adversarial_epochs = trainer._adversarial_epochs()
-    if trainer.eps and trainer.eps_warmup_epochs > adversarial_epochs:
+    warmup = trainer.eps_warmup_epochs
+    if trainer.eps and warmup != "auto" and warmup > adversarial_epochs:
         logger.warning(
             "%s: eps_warmup_epochs=%g is longer than the %g epoch(s) it applies to: eps only reaches %.4g of the "
-            "eps=%g asked for", trainer.method, trainer.eps_warmup_epochs, adversarial_epochs,
-            trainer.eps * adversarial_epochs / trainer.eps_warmup_epochs, trainer.eps,
+            "eps=%g asked for", trainer.method, warmup, adversarial_epochs, trainer.eps * adversarial_epochs / warmup,
+            trainer.eps,
         )  # fmt: skip
     total_steps = getattr(trainer.lr_schedule, "total_steps", None)
     if isinstance(total_steps, int):
@@ -218,6 +223,7 @@ def check_plan(trainer: AdversarialTrainerBase, data_epochs: int, steps_per_epoc
                 f"{needed} steps this fit takes ({data_epochs} epochs x {per_epoch}, lr_schedule_interval="
                 f"{trainer.lr_schedule_interval!r})"
             )
+    return adversarial_epochs
 
 
 def check_gpu_options(channels_last: Any, compile: Any, input_shape: tuple[int, ...]) -> dict[str, Any]:

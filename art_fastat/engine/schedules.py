@@ -43,6 +43,10 @@ def lr_multiplier(name: str, fraction: float) -> float:
     raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, 'paper' or a scheduler, got {name!r}")
 
 
+#: ``eps_warmup_epochs="auto"``: the eps ramp takes this share of the epochs it applies to (P1's 3 of 10).
+AUTO_EPS_WARMUP = 0.3
+
+
 def warmed_up_eps(eps: float, progress_epochs: float, warmup_epochs: float) -> float:
     """
     The eps warm-up of protocol P1: linear per iteration from 0 to ``eps`` over the first ``warmup_epochs``.

@@ -40,7 +40,7 @@ from art_fastat.engine.options import (
     check_network,
     check_plan,
 )
-from art_fastat.engine.schedules import lr_multiplier, warmed_up_eps
+from art_fastat.engine.schedules import AUTO_EPS_WARMUP, lr_multiplier, warmed_up_eps
 from art_fastat.engine.step import Step
 from art_fastat.evaluation.validation import VALIDATION_PGD_STEPS, VALIDATION_SIZE, validation_metrics
 from art_fastat.trainers.method import TrainingMethod
@@ -80,7 +80,7 @@ class AdversarialTrainerBase(TrainingMethod, Trainer):
         classifier: Any,
         eps: float | None = None,
         *,
-        eps_warmup_epochs: float = 0.0,
+        eps_warmup_epochs: float | str = 0.0,
         lr_schedule: str | Any = "constant",
         lr_schedule_interval: str = "step",
         use_amp: bool = False,
@@ -103,7 +103,9 @@ class AdversarialTrainerBase(TrainingMethod, Trainer):
         :param classifier: The ART ``PyTorchClassifier`` to train in place; its optimizer is used.
         :param eps: L-inf radius of the threat model, inside the width of ``clip_values``.
         :param eps_warmup_epochs: Ramp eps linearly per iteration from 0 over this many epochs (step sizes scale with
-                                  it); 0 disables the ramp.
+                                  it); 0 disables the ramp; ``"auto"``: over the first
+                                  :data:`~art_fastat.engine.schedules.AUTO_EPS_WARMUP` (0.3) of the epochs of each
+                                  ``fit`` that it applies to (e.g. 6 of 20; GAAT's default).
         :param lr_schedule: ``"constant"`` (keep the optimizer's learning rate), a name from
                             :data:`~art_fastat.engine.schedules.LR_SCHEDULES` (the optimizer's learning rate is the
                             peak), ``"paper"`` (the method's paper schedule) or any scheduler object with ``.step()``
@@ -169,7 +171,7 @@ class AdversarialTrainerBase(TrainingMethod, Trainer):
         given = locals()
         options = check_engine_options(classifier, eps, {name: given[name] for name in ENGINE_OPTIONS})
         self.eps: float | None = options["eps"]
-        self.eps_warmup_epochs: float = options["eps_warmup_epochs"]
+        self.eps_warmup_epochs: float | str = options["eps_warmup_epochs"]
         self.lr_schedule = self.paper_lr_schedule if options["lr_schedule"] == "paper" else options["lr_schedule"]
         self.lr_schedule_interval: str = options["lr_schedule_interval"]
         self.use_amp: bool = options["use_amp"]
@@ -219,6 +221,7 @@ class AdversarialTrainerBase(TrainingMethod, Trainer):
         self._peak_lrs: list[float] | None = None
         self._progress = 0.0
         self._nb_epochs = 1
+        self._warmup_span = 1.0  # the epochs the eps warm-up applies to in this fit (set with the plan)
         self._plan: dict[str, int] = {}
 
     # ------------------------------------------------------------------ fit
@@ -383,7 +386,7 @@ class AdversarialTrainerBase(TrainingMethod, Trainer):
             logger.warning("%s: nb_epochs=%d is not a multiple of replays=%d; running %d passes over the data",
                            self.method, nb_epochs, self.replays, data_epochs)  # fmt: skip
         self._nb_epochs = data_epochs * self.replays
-        check_plan(self, data_epochs, len(source))
+        self._warmup_span = check_plan(self, data_epochs, len(source))
         #: What a checkpoint was written for: resuming into another plan is warned about.
         self._plan = {"nb_epochs": self._nb_epochs, "steps_per_epoch": len(source)}
         self.best_epoch = None
@@ -482,8 +485,16 @@ class AdversarialTrainerBase(TrainingMethod, Trainer):
             return self.overfitting_guard
         return AUTO_OVERFITTING_GUARD if self.single_step and self.eps else None
 
+    @property
+    def eps_warmup(self) -> float:
+        """The eps warm-up of this ``fit`` in epochs: ``eps_warmup_epochs`` with ``"auto"`` resolved to
+        :data:`~art_fastat.engine.schedules.AUTO_EPS_WARMUP` of the epochs it applies to."""
+        if self.eps_warmup_epochs != "auto":
+            return float(self.eps_warmup_epochs)
+        return AUTO_EPS_WARMUP * self._warmup_span
+
     def _current_eps(self) -> float:
-        return warmed_up_eps(self.eps or 0.0, self._progress, self.eps_warmup_epochs)
+        return warmed_up_eps(self.eps or 0.0, self._progress, self.eps_warmup)
 
     def _apply_lr_schedule(self) -> None:
         if not isinstance(self.lr_schedule, str) or self.lr_schedule == "constant":

@@ -151,7 +151,7 @@ class AdversarialTrainerDAT(AdversarialTrainerBase):
     def _current_eps(self) -> float:
         if self._switched_at is None:
             return 0.0
-        return warmed_up_eps(self.eps, self._progress - self._switched_at, self.eps_warmup_epochs)
+        return warmed_up_eps(self.eps, self._progress - self._switched_at, self.eps_warmup)
 
     def _train_batch(self, x: torch.Tensor, y: torch.Tensor, eps: float) -> None:
         if self._switched_at is None:
