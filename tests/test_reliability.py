@@ -177,6 +177,25 @@ def test_an_epoch_that_learned_nothing_is_never_the_guards_best_and_a_run_of_the
     assert len(history) == 3 and trainer.stop_reason is None and "learned nothing" not in caplog.text
 
 
+def test_a_run_that_learned_and_then_predicts_one_class_is_a_collapse_the_guard_undoes(arrays, monkeypatch, caplog):
+    # GradAlign on P1, seed 1: clean 0.94 in epoch 3, one class from epoch 4 on (its PGD accuracy, that class's share,
+    # never fell 0.2 below the best): handed back as a constant prediction before the guard knew a collapse
+    x, y = arrays
+    three_epochs = make_classifier()
+    options = {"eps": 0.2, "seed": 4, "eps_warmup_epochs": 0}
+    AdversarialTrainerGAAT(three_epochs, **options).fit(x, y, batch_size=BATCH, nb_epochs=3)
+    scripted_validation(monkeypatch, [(0.84, 0.0), (0.93, 0.01), (0.94, 0.12), (0.05, 0.10), (0.05, 0.13)])
+    classifier = make_classifier()
+    trainer = AdversarialTrainerGAAT(classifier, **options)
+    with caplog.at_level(logging.WARNING, logger="art_fastat"):
+        history = trainer.fit(x, y, batch_size=BATCH, nb_epochs=5)
+    assert len(history) == 4 and history[-1]["restored_epoch"] == 3 and history[-1]["overfitting_stop"] == 1.0
+    assert trainer.stop_reason == "collapse" and trainer.best_epoch == 3
+    assert same_weights(weights(three_epochs), weights(classifier))
+    assert "collapse in epoch 4: clean accuracy 0.0500 on the watched set" in caplog.text
+    assert "the weights of epoch 3 (PGD accuracy 0.1200) were restored" in caplog.text
+
+
 def test_overfitting_guard_off_for_multi_step_defaults_and_when_disabled(arrays, monkeypatch):
     x, y = arrays
     accuracies = [0.9, 0.1, 0.1]

@@ -103,7 +103,9 @@ class Guards:
         below it restores that epoch and stops training. Against the best rather than the previous epoch, a collapse
         spread over several epochs is caught as well as one within an epoch. An epoch whose clean accuracy on the
         watched set is no better than ``chance`` has learned nothing (a constant prediction is "robust" on the
-        samples of its class) and is never the best.
+        samples of its class) and is never the best; one that follows an epoch that learned is a collapse (a diverging
+        run, e.g. GradAlign at P1's peak learning rate): the best epoch is restored and training stops
+        (``stop_reason="collapse"``).
 
         :param check: Measures ``val_accuracy`` and ``val_pgd_accuracy`` of the watched set when the record has no
                       validation ones (None: the guard has nothing to watch).
@@ -115,19 +117,29 @@ class Guards:
             robust = metrics["val_pgd_accuracy"]
             record["guard_pgd_accuracy"] = robust
             best = self.state.get("guard_best_accuracy")
-            if best is not None and best - robust > self.overfitting_guard:
+            learned = metrics["val_accuracy"] > chance
+            # a model that had learned and now predicts one class: its "robust" accuracy is that class's share
+            collapsed = best is not None and not learned
+            if best is not None and (best - robust > self.overfitting_guard or collapsed):
                 best_epoch = int(self.state["guard_best_epoch"])
                 self.restore(self.state["guard_best"])
-                self.stop_reason = "catastrophic_overfitting"
+                self.stop_reason = "collapse" if collapsed else "catastrophic_overfitting"
                 self.state["restored_epoch"] = best_epoch
                 record.update(overfitting_stop=1.0, restored_epoch=best_epoch)
+                if collapsed:
+                    logger.warning(
+                        "%s: collapse in epoch %d: clean accuracy %.4f on the watched set, no better than always "
+                        "predicting its most frequent label (%.4f) (%s): the weights of epoch %d (PGD accuracy %.4f) "
+                        "were restored and training stopped", self.method, epoch, metrics["val_accuracy"], chance,
+                        self.setting, best_epoch, best,
+                    )  # fmt: skip
+                    return
                 logger.warning(
                     "%s: catastrophic overfitting in epoch %d: PGD accuracy %.4f, more than %.2f below the %.4f of "
                     "epoch %d (%s): the weights of epoch %d were restored and training stopped",
                     self.method, epoch, robust, self.overfitting_guard, best, best_epoch, self.setting, best_epoch,
                 )  # fmt: skip
                 return
-            learned = metrics["val_accuracy"] > chance
             self.state.update(guard_chance=chance, guard_epochs=self.state.get("guard_epochs", 0) + 1)
             if learned and (best is None or robust >= best):  # on a tie the later, longer-trained epoch
                 self.state.update(guard_best=self.take_snapshot(), guard_best_accuracy=robust, guard_best_epoch=epoch)

@@ -471,7 +471,8 @@ class AdversarialTrainerBase(TrainingMethod, Trainer):
 
     @property
     def stop_reason(self) -> str | None:
-        """Why the last ``fit`` stopped early ("catastrophic_overfitting", "early_stopping", "callback") or None."""
+        """Why the last ``fit`` stopped early ("catastrophic_overfitting", "collapse", "early_stopping", "callback") or
+        None."""
         return self.guards.stop_reason
 
     @property
