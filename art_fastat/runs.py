@@ -59,7 +59,8 @@ class MethodRun:
     :param passes_per_batch: Forward+backward passes per minibatch of the method's algorithm.
     :param history: The per-epoch history.
     :param report: The evaluation; ``None`` on the ranks other than 0 under torchrun.
-    :param stop_reason: Why training stopped early (``"catastrophic_overfitting"``, ``"collapse"``, ``"early_stopping"``) or None.
+    :param stop_reason: Why training stopped early (``"catastrophic_overfitting"``, ``"collapse"``,
+                        ``"early_stopping"``) or None.
     :param best_epoch: The earlier epoch whose weights a guard restored (1-based), or None: the last epoch's.
     """
 
