@@ -96,7 +96,8 @@ def bench_method(
     in ``out/<method>``.
 
     :return: The run's result (its ``result.json``): method, label, seed, training seconds, passes per batch, epochs,
-             history, ``stop_reason`` (why a guard stopped training early, or None) and the evaluation report.
+             history, ``stop_reason`` (why a guard stopped training early, or None), ``best_epoch`` (the epoch whose
+             weights a guard kept, or None) and the evaluation report.
     """
     run = run_method(method, protocol=protocol, data=data, out=out / method, device=device, seed=seed,
                      epochs=epochs, resume=True, attacks=attacks, n_eval=n_eval, attack_sizes=attack_sizes,
@@ -112,6 +113,7 @@ def bench_method(
         "passes_per_batch": float(run.passes_per_batch),
         "epochs": len(run.history),
         "stop_reason": run.stop_reason,
+        "best_epoch": run.best_epoch,
         "history": run.history,
         "report": run.report.to_dict(),
     }
@@ -265,7 +267,7 @@ def bench(
         directory = out / f"seed-{seed}" / method
         result_path = directory / "result.json"
         if result_path.exists():
-            result = json.loads(result_path.read_text())
+            result = _read_result(result_path)
             if _covers(result["report"], n, attacks, sizes):
                 logger.info("%s, seed %d: finished in an earlier run, read from %s", method, seed, result_path)
                 results.append(result)
@@ -289,13 +291,22 @@ def bench(
     return _write_leaderboard(out, results, settings)
 
 
+def _read_result(path: Path) -> dict[str, Any]:
+    """A run's ``result.json``; one written before results recorded ``best_epoch`` gets it from ``config.json``."""
+    result = json.loads(path.read_text())
+    config = path.parent / "config.json"
+    if "best_epoch" not in result and config.exists():
+        result["best_epoch"] = json.loads(config.read_text()).get("best_epoch")
+    return result
+
+
 def _finished(out: Path, runs: Sequence[tuple[int, str]]) -> list[dict[str, Any]]:
     """The results of the ``(seed, method)`` runs that have a ``result.json`` in ``out``; the others are logged."""
     results, missing = [], []
     for seed, method in runs:
         path = out / f"seed-{seed}" / method / "result.json"
         if path.exists():
-            results.append(json.loads(path.read_text()))
+            results.append(_read_result(path))
         else:
             missing.append(f"{method} (seed {seed})")
     if missing:

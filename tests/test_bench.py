@@ -215,6 +215,29 @@ def test_a_run_validates_on_training_images_never_on_the_test_split(digits, tmp_
     assert run.report.clean_accuracy < 0.2  # the shifted test labels, seen only by the evaluation
 
 
+def test_the_epoch_a_guard_kept_reaches_the_result_and_older_results_get_it_from_their_config(tmp_path, monkeypatch):
+    from art_fastat.evaluation import RobustnessReport
+    from art_fastat.runs import MethodRun
+
+    report = RobustnessReport(n=4, eps=0.2, norm="Linf", clean_accuracy=1.0, robust_accuracy={"pgd": 0.5},
+                              worst_case_accuracy=0.5, seconds={}, per_sample={})  # fmt: skip
+    run = MethodRun(method="gaat", protocol="digits", eps=0.2, seed=0, options={}, processes=1, training_seconds=1.0,
+                    wall_seconds=1.0, passes_per_batch=2.0, history=[{"epoch": e, "loss": 1.0} for e in range(1, 9)],
+                    report=report, stop_reason="catastrophic_overfitting", best_epoch=5)  # fmt: skip
+    monkeypatch.setattr(bench_module, "run_method", lambda *_, **__: run)
+    result = bench_module.bench_method("gaat", protocol=get_protocol("digits"), data=None, out=tmp_path, device=None,
+                                       seed=0, n_eval=None, attacks=("pgd",), epochs=None, verbose=False)  # fmt: skip
+    assert result["best_epoch"] == 5
+    # a result.json written before results recorded best_epoch: its config.json has it
+    directory = tmp_path / "seed-0" / "gaat"
+    directory.mkdir(parents=True)
+    older = {key: value for key, value in result.items() if key != "best_epoch"}
+    (directory / "result.json").write_text(json.dumps({**older, "report": report.to_dict()}))
+    (directory / "config.json").write_text(json.dumps({"best_epoch": 5}))
+    (row,) = bench("digits", tmp_path, ["gaat"], finished_only=True, attacks=("pgd",), verbose=False)
+    assert row["stopped_early"] == ["seed 0: catastrophic_overfitting after epoch 8, epoch 5 kept"]
+
+
 def test_bench_runs_every_seed_in_its_own_directory_and_resumes_after_an_interruption(tmp_path, monkeypatch, capsys):
     calls, interrupted = [], []
 
