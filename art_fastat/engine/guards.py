@@ -103,9 +103,9 @@ class Guards:
         below it restores that epoch and stops training. Against the best rather than the previous epoch, a collapse
         spread over several epochs is caught as well as one within an epoch. An epoch whose clean accuracy on the
         watched set is no better than ``chance`` has learned nothing (a constant prediction is "robust" on the
-        samples of its class) and is never the best; one that follows an epoch that learned is a collapse (a diverging
-        run, e.g. GradAlign at P1's peak learning rate): the best epoch is restored and training stops
-        (``stop_reason="collapse"``).
+        samples of its class) and is never the best; one whose best epoch had learned (a clean accuracy at least
+        halfway from ``chance`` to 1) is a collapse (a diverging run, e.g. GradAlign at P1's peak learning rate): the
+        best epoch is restored and training stops (``stop_reason="collapse"``).
 
         :param check: Measures ``val_accuracy`` and ``val_pgd_accuracy`` of the watched set when the record has no
                       validation ones (None: the guard has nothing to watch).
@@ -118,8 +118,9 @@ class Guards:
             record["guard_pgd_accuracy"] = robust
             best = self.state.get("guard_best_accuracy")
             learned = metrics["val_accuracy"] > chance
-            # a model that had learned and now predicts one class: its "robust" accuracy is that class's share
-            collapsed = best is not None and not learned
+            # a model that had learned (its best epoch at least halfway from chance to 1) and now predicts one class:
+            # its "robust" accuracy is that class's share; one still near chance only fluctuates around it
+            collapsed = not learned and self.state.get("guard_best_clean", 0.0) >= (1.0 + chance) / 2
             if best is not None and (best - robust > self.overfitting_guard or collapsed):
                 best_epoch = int(self.state["guard_best_epoch"])
                 self.restore(self.state["guard_best"])
@@ -142,7 +143,8 @@ class Guards:
                 return
             self.state.update(guard_chance=chance, guard_epochs=self.state.get("guard_epochs", 0) + 1)
             if learned and (best is None or robust >= best):  # on a tie the later, longer-trained epoch
-                self.state.update(guard_best=self.take_snapshot(), guard_best_accuracy=robust, guard_best_epoch=epoch)
+                self.state.update(guard_best=self.take_snapshot(), guard_best_accuracy=robust, guard_best_epoch=epoch,
+                                  guard_best_clean=metrics["val_accuracy"])  # fmt: skip
         if self.early_stopping:
             accuracy = record["val_pgd_accuracy"]
             if "best" not in self.state or accuracy > self.state["best_accuracy"]:
