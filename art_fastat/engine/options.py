@@ -51,7 +51,8 @@ def check_engine_options(classifier: Any, eps: Any, options: dict[str, Any]) -> 
     warmup = options["eps_warmup_epochs"]
     if isinstance(warmup, str) and warmup != "auto":
         raise ValueError(f"eps_warmup_epochs must be a number >= 0 or 'auto', got {warmup!r}")
-    checked["eps_warmup_epochs"] = warmup if warmup == "auto" else check_non_negative_float(warmup, "eps_warmup_epochs")
+    if not isinstance(warmup, str):
+        checked["eps_warmup_epochs"] = check_non_negative_float(warmup, "eps_warmup_epochs")
     schedule = options["lr_schedule"]
     if isinstance(schedule, str):
         check_choice(schedule, "lr_schedule", (*LR_SCHEDULES, "paper"))
