@@ -25,25 +25,12 @@ import statistics
 import numpy as np
 import torch
 from art.data_generators import PyTorchDataGenerator
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, TensorDataset
 
 from art_fastat.protocols import get_protocol
 from art_fastat.trainers import TRAINERS
 
 VARIANTS = ("in-memory fit", "DataLoader fit_generator")
-
-
-class ImageDataset(Dataset):
-    """A map-style dataset of ``(image, label)`` tensors, as a user writes one."""
-
-    def __init__(self, x: np.ndarray, y: np.ndarray) -> None:
-        self.x, self.y = torch.from_numpy(x), torch.from_numpy(y)
-
-    def __len__(self) -> int:
-        return len(self.x)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.x[index], self.y[index]
 
 
 def one_epoch(method: str, variant: str, data: tuple[np.ndarray, np.ndarray], args: argparse.Namespace,
@@ -57,7 +44,8 @@ def one_epoch(method: str, variant: str, data: tuple[np.ndarray, np.ndarray], ar
     if variant == VARIANTS[0]:
         history = trainer.fit(x, y, batch_size=protocol.batch_size, nb_epochs=1)
     else:
-        loader = DataLoader(ImageDataset(x, y), batch_size=protocol.batch_size, shuffle=True, num_workers=args.workers,
+        dataset = TensorDataset(torch.from_numpy(x), torch.from_numpy(y))  # a map-style Dataset over the arrays
+        loader = DataLoader(dataset, batch_size=protocol.batch_size, shuffle=True, num_workers=args.workers,
                             persistent_workers=args.workers > 0)  # fmt: skip
         generator = PyTorchDataGenerator(loader, size=len(x), batch_size=protocol.batch_size)
         history = trainer.fit_generator(generator, nb_epochs=1)

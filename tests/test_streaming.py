@@ -21,7 +21,7 @@ from art.estimators.classification import PyTorchClassifier
 from conftest import make_classifier, same_weights, tiny_network, weights
 from test_distributed import assert_every_sample_once_per_epoch, indexed_digits
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset, TensorDataset
+from torch.utils.data import DataLoader, DistributedSampler, IterableDataset, TensorDataset
 
 from art_fastat.engine.data import StreamSource
 from art_fastat.trainers import AdversarialTrainerFast, NaturalTrainer
@@ -29,17 +29,9 @@ from art_fastat.trainers import AdversarialTrainerFast, NaturalTrainer
 N, BATCH = 128, 32
 
 
-class Digits(Dataset):
-    """A map-style dataset of ``(image, label)`` tensors, as a user writes one."""
-
-    def __init__(self, x: np.ndarray, y: np.ndarray) -> None:
-        self.x, self.y = torch.from_numpy(x), torch.from_numpy(y)
-
-    def __len__(self) -> int:
-        return len(self.x)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.x[index], self.y[index]
+def digits_dataset(x: np.ndarray, y: np.ndarray) -> TensorDataset:
+    """A map-style dataset of ``(image, label)`` tensors over the arrays, without copies."""
+    return TensorDataset(torch.from_numpy(x), torch.from_numpy(y))
 
 
 class Stream(IterableDataset):
@@ -83,7 +75,7 @@ def test_a_dataloader_trains_like_fit_and_one_seed_gives_identical_runs(xy):
         classifier = make_classifier()
         trainer = AdversarialTrainerFast(classifier, eps=0.2, seed=seed)
         if stream:
-            loader = DataLoader(Digits(x, y), batch_size=BATCH, shuffle=True)
+            loader = DataLoader(digits_dataset(x, y), batch_size=BATCH, shuffle=True)
             history = trainer.fit_generator(generator_of(loader), nb_epochs=2)
         else:
             history = trainer.fit(x, y, batch_size=BATCH, nb_epochs=2)
@@ -99,7 +91,7 @@ def test_batches_reach_the_step_as_tensors_with_no_numpy_round_trip(xy, monkeypa
     trainer = NaturalTrainer(make_classifier())
     seen: list = []
     recording(trainer, seen)
-    generator = generator_of(DataLoader(Digits(x, y), batch_size=BATCH, shuffle=False))
+    generator = generator_of(DataLoader(digits_dataset(x, y), batch_size=BATCH, shuffle=False))
 
     def no_numpy(*arguments: object, **keywords: object) -> None:
         raise AssertionError("a batch went through numpy")
@@ -118,7 +110,7 @@ def test_loader_workers_and_one_hot_labels_train_like_the_plain_loader(xy):
     runs = []
     for labels, options in ((y, {}), (np.eye(10, dtype=np.float32)[y], {"num_workers": 1, "persistent_workers": True})):
         classifier = make_classifier()
-        loader = DataLoader(Digits(x, labels), batch_size=BATCH, shuffle=True, **options)
+        loader = DataLoader(digits_dataset(x, labels), batch_size=BATCH, shuffle=True, **options)
         AdversarialTrainerFast(classifier, eps=0.2, seed=1).fit_generator(generator_of(loader), nb_epochs=2)
         runs.append(weights(classifier))
     assert same_weights(*runs)  # the workers load each new epoch's plan; one-hot rows are their class indices
@@ -134,7 +126,7 @@ def test_uint8_images_train_as_float32_like_fit(xy):
         classifier = PyTorchClassifier(network, nn.CrossEntropyLoss(), (1, 8, 8), 10, optimizer, clip_values=(0, 255))
         trainer = NaturalTrainer(classifier, seed=1)
         if stream:
-            loader = DataLoader(Digits(images, y), batch_size=BATCH, shuffle=True)
+            loader = DataLoader(digits_dataset(images, y), batch_size=BATCH, shuffle=True)
             trainer.fit_generator(generator_of(loader), nb_epochs=1)
         else:
             trainer.fit(images.astype(np.float32), y, batch_size=BATCH, nb_epochs=1)
@@ -151,7 +143,7 @@ def test_the_loader_is_rebuilt_with_the_users_settings_and_pinning_only_for_cuda
     def init(worker: int) -> None:
         pass
 
-    loader = DataLoader(Digits(x, y), batch_size=BATCH, shuffle=True, num_workers=2, collate_fn=collate,
+    loader = DataLoader(digits_dataset(x, y), batch_size=BATCH, shuffle=True, num_workers=2, collate_fn=collate,
                         worker_init_fn=init, drop_last=True, pin_memory=False)  # fmt: skip
     generator = torch.Generator().manual_seed(0)
 
@@ -165,7 +157,7 @@ def test_the_loader_is_rebuilt_with_the_users_settings_and_pinning_only_for_cuda
         assert (rebuilt.num_workers, rebuilt.collate_fn, rebuilt.worker_init_fn) == (2, collate, init)
         assert len(source) == len(rebuilt) == N // BATCH and not loader.pin_memory  # the user's loader is untouched
     # drop_last does not drop: 130 samples are 5 steps (4 of 32, then 2), as in fit
-    assert len(StreamSource(DataLoader(Digits(*indexed_digits(130)), batch_size=BATCH, drop_last=True),
+    assert len(StreamSource(DataLoader(digits_dataset(*indexed_digits(130)), batch_size=BATCH, drop_last=True),
                             torch.device("cpu"), generator, check)) == 5  # fmt: skip
 
 
@@ -174,7 +166,7 @@ def test_batchnorm_merges_a_one_sample_last_minibatch_as_fit_does(xy):
     trainer = NaturalTrainer(make_classifier(tiny_network(batch_norm=True)))
     seen: list = []
     recording(trainer, seen, N + 1)
-    trainer.fit_generator(generator_of(DataLoader(Digits(x, y), batch_size=BATCH, shuffle=True)), nb_epochs=1)
+    trainer.fit_generator(generator_of(DataLoader(digits_dataset(x, y), batch_size=BATCH, shuffle=True)), nb_epochs=1)
     assert [len(step[0]) for step in seen] == [BATCH] * 3 + [BATCH + 1]
     assert sorted(i for step in seen for i in step[0]) == list(range(N + 1))
 
@@ -182,7 +174,7 @@ def test_batchnorm_merges_a_one_sample_last_minibatch_as_fit_does(xy):
 def test_a_custom_sampler_or_iterable_dataset_is_used_as_it_is_in_one_process(xy):
     x, y = xy
     reverse = list(range(N - 1, -1, -1))
-    for loader in (DataLoader(Digits(x, y), batch_size=BATCH, sampler=reverse),
+    for loader in (DataLoader(digits_dataset(x, y), batch_size=BATCH, sampler=reverse),
                    DataLoader(Stream(x[::-1].copy(), y[::-1].copy()), batch_size=BATCH)):  # fmt: skip
         trainer = NaturalTrainer(make_classifier())
         seen: list = []
@@ -218,7 +210,7 @@ def test_bad_batches_are_refused_by_name_before_anything_changes(xy, change, mes
 
 def test_refusals_come_before_a_resume_loads_anything_and_a_late_bad_batch_is_never_trained_on(xy, tmp_path):
     x, y = xy
-    good = DataLoader(Digits(x, y), batch_size=BATCH, shuffle=False)
+    good = DataLoader(digits_dataset(x, y), batch_size=BATCH, shuffle=False)
     AdversarialTrainerFast(make_classifier(), eps=0.2, checkpoint_dir=tmp_path).fit_generator(generator_of(good), 1)
     classifier = make_classifier()
     before = weights(classifier)
@@ -233,7 +225,7 @@ def test_refusals_come_before_a_resume_loads_anything_and_a_late_bad_batch_is_ne
     seen: list = []
     recording(trainer, seen)
     with pytest.raises(ValueError, match="generator batch x must be finite"):
-        trainer.fit_generator(generator_of(DataLoader(Digits(late, y), batch_size=BATCH)), nb_epochs=1)
+        trainer.fit_generator(generator_of(DataLoader(digits_dataset(late, y), batch_size=BATCH)), nb_epochs=1)
     assert len(seen) == 3
 
 
@@ -244,7 +236,7 @@ def test_a_stream_resumes_at_an_epoch_boundary_bit_identically(xy, tmp_path):
                "lr_schedule": "cosine"}  # fmt: skip
 
     def fit(classifier, kill_after: int | None = None, **engine: object) -> list[dict]:
-        loader = DataLoader(Digits(x, y), batch_size=BATCH, shuffle=True)
+        loader = DataLoader(digits_dataset(x, y), batch_size=BATCH, shuffle=True)
         trainer = AdversarialTrainerFast(classifier, **options, **engine)
         if kill_after is not None:  # dies during the next epoch's end, its checkpoint holding epoch kill_after
 
@@ -284,7 +276,7 @@ def train_both(n: int, nb_epochs: int) -> dict:
         seen: list = []
         recording(trainer, seen, n)
         if kind == "stream":
-            dataset = Digits(x, y)
+            dataset = digits_dataset(x, y)
             loader = DataLoader(dataset, batch_size=BATCH // 2, sampler=DistributedSampler(dataset, shuffle=True))
             history = trainer.fit_generator(generator_of(loader), nb_epochs=nb_epochs)
         else:
