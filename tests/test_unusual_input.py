@@ -310,6 +310,17 @@ def test_a_targeted_torchattacks_attack_is_refused_as_inner_maximizer(method):
         TRAINERS[method](classifier, eps=EPS, **option)
 
 
+@pytest.mark.parametrize("warmup", [1.0, "auto"])
+@pytest.mark.parametrize("method", ["pgd", "dat"])
+def test_an_eps_warm_up_is_refused_with_a_torchattacks_attack_whose_eps_is_fixed(method, warmup):
+    classifier = make_classifier()
+    attack = torchattacks.PGD(classifier.model, eps=EPS)
+    option = {"attack": attack} if method == "pgd" else {"inner": attack}
+    with pytest.raises(ValueError, match="eps_warmup_epochs must be 0 with an external attack"):
+        TRAINERS[method](classifier, eps=EPS, eps_warmup_epochs=warmup, **option)
+    TRAINERS[method](classifier, eps=EPS, eps_warmup_epochs=0, **option)  # no ramp: accepted
+
+
 # ------------------------------------------------------------------ 5. ART's conventions
 
 

@@ -40,7 +40,7 @@ def check_external_attack(attack: Any, trainer: AdversarialTrainerBase) -> Any:
             f"attack must be untargeted to train against it (its mode is {attack.attack_mode!r}): call "
             "attack.set_mode_default()"
         )
-    if trainer.eps_warmup_epochs != "auto" and trainer.eps_warmup_epochs > 0:
+    if trainer.eps_warmup_epochs != 0:  # a number of epochs or "auto"
         raise ValueError("eps_warmup_epochs must be 0 with an external attack: its eps is its own and fixed")
     return attack
 
