@@ -495,12 +495,14 @@ def model_card(config: dict[str, Any], info: dict[str, Any], report: dict[str, A
 def _accuracy_rows(report: dict[str, Any], eps: str) -> list[tuple[str, float]]:
     """(name, percent) of the clean, every attack's and the worst-case accuracy."""
     names = {"autoattack": "AutoAttack", "pgd": "PGD", "cw": "CW"}
-    rows = [("clean", round(100.0 * report["clean_accuracy"], 2))]
-    rows += [(f"{names.get(attack, attack)} (L-inf, eps = {eps})", round(100.0 * value, 2))
+
+    def label(name: str, attack: str) -> str:
+        images = _images(report, attack)
+        return name if images == report["n"] else f"{name}, first {images} images"
+
+    rows = [(label("clean", "clean"), round(100.0 * report["clean_accuracy"], 2))]
+    rows += [(label(f"{names.get(attack, attack)} (L-inf, eps = {eps})", attack), round(100.0 * value, 2))
              for attack, value in report["robust_accuracy"].items()]  # fmt: skip
-    rows = [(name, value) if _images(report, attack) == report["n"] else
-            (f"{name}, first {_images(report, attack)} images", value)
-            for (name, value), attack in zip(rows, ["clean", *report["robust_accuracy"]], strict=True)]  # fmt: skip
     worst = f"worst case over the attacks, first {_images(report, 'worst_case')} images"
     rows.append((worst, round(100.0 * report["worst_case_accuracy"], 2)))
     return rows
