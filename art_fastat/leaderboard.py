@@ -48,8 +48,14 @@ CLAIMS: tuple[tuple[str, str, str], ...] = (
       for method in ("gaat", "atcd", "atlas", "l2l")),
 )  # fmt: skip
 
-#: Where a point's label goes, relative to the point, as more labelled points crowd it.
+#: Where a point's label goes first, relative to the point (offset in points, alignment), as labels crowd it.
 LABEL_CORNERS = (((6, 5), "left"), ((-6, -13), "right"), ((6, -13), "left"), ((-6, 5), "right"))
+#: Points (1/72 inch) between successive label offsets: a line of the plot's 9-point labels.
+LABEL_STEP = 12
+#: The line from a label placed away from its point to the point.
+LEADER_LINE = {"arrowstyle": "-", "color": "0.6", "linewidth": 0.6}
+#: Half the side, in pixels, of the square around a marker that no label may cover.
+MARKER_RADIUS = 6
 
 
 def mean_and_se(values: Sequence[float]) -> tuple[float | None, float | None]:
@@ -220,17 +226,10 @@ def plot_pareto(rows: Sequence[dict[str, Any]], path: Path, title: str) -> None:
     front = pareto_front(points)
     on_front = {name for _, _, name in front}
     figure, axes = plt.subplots(figsize=(8.5, 5.5))
-    span = max(1e-9, max(p[1] for p in points) - min(p[1] for p in points))
-    placed: list[tuple[float, float]] = []
-    for seconds, robust, name in sorted(points, key=lambda p: -p[1]):
+    for seconds, robust, name in points:
         x_error, y_error = errors[name]
         axes.errorbar(seconds, robust, xerr=x_error, yerr=y_error, fmt="o", markersize=7, capsize=3, zorder=3,
                       color="tab:red" if name in on_front else "tab:gray")  # fmt: skip
-        # labels of points close to ones already labelled (similar time and accuracy) take the next free corner
-        crowded = sum(abs(math.log(seconds / x)) < 0.4 and abs(robust - y) < 0.08 * span for x, y in placed)
-        (dx, dy), side = LABEL_CORNERS[crowded % len(LABEL_CORNERS)]
-        axes.annotate(name, (seconds, robust), textcoords="offset points", xytext=(dx, dy), ha=side, fontsize=9)
-        placed.append((seconds, robust))
     axes.step([p[0] for p in front], [p[1] for p in front], where="post", color="tab:red", linewidth=1.5,
               label="Pareto front of the means: no method is both faster and more robust")  # fmt: skip
     axes.set_xscale("log")
@@ -240,8 +239,41 @@ def plot_pareto(rows: Sequence[dict[str, Any]], path: Path, title: str) -> None:
     axes.grid(True, which="both", alpha=0.3)
     axes.legend(loc="lower right", fontsize=8)
     figure.tight_layout()
+    _place_labels(axes, sorted(points, key=lambda p: -p[1]))
     figure.savefig(path, dpi=120)
     plt.close(figure)
+
+
+def _place_labels(axes: Any, points: Sequence[tuple[float, float, str]]) -> None:
+    """
+    Labels each point at the first of :data:`LABEL_CORNERS`, then of ever farther offsets above and below it (with a
+    leader line), whose text covers no marker and no label already placed and stays inside the axes; the layout must
+    be final.
+    """
+    from matplotlib.transforms import Bbox
+
+    renderer = axes.figure.canvas.get_renderer()
+    inside = axes.get_window_extent(renderer)
+    candidates = list(LABEL_CORNERS) + [((dx, dy + step * (1 if dy > 0 else -1)), side)
+                                        for step in range(LABEL_STEP, 12 * LABEL_STEP, LABEL_STEP)
+                                        for (dx, dy), side in LABEL_CORNERS]  # fmt: skip
+    # the markers are taken from the start: no label covers a point
+    taken = [Bbox.from_extents(x - MARKER_RADIUS, y - MARKER_RADIUS, x + MARKER_RADIUS, y + MARKER_RADIUS)
+             for x, y in axes.transData.transform([(seconds, robust) for seconds, robust, _ in points])]  # fmt: skip
+    for seconds, robust, name in points:
+        for index, (offset, side) in enumerate(candidates):
+            label = axes.annotate(name, (seconds, robust), textcoords="offset points", xytext=offset, ha=side,
+                                  fontsize=9)  # fmt: skip
+            box = label.get_window_extent(renderer)
+            fits = inside.x0 <= box.x0 and box.x1 <= inside.x1 and inside.y0 <= box.y0 and box.y1 <= inside.y1
+            if (fits and not any(box.overlaps(other) for other in taken)) or index == len(candidates) - 1:
+                taken.append(box)
+                if index >= len(LABEL_CORNERS):  # away from its point: a leader line says whose label it is
+                    label.remove()
+                    axes.annotate(name, (seconds, robust), textcoords="offset points", xytext=offset, ha=side,
+                                  fontsize=9, arrowprops=LEADER_LINE)  # fmt: skip
+                break
+            label.remove()
 
 
 def plot_curves(results: Sequence[dict[str, Any]], path: Path, title: str) -> None:

@@ -8,8 +8,12 @@ import json
 import math
 
 import matplotlib.axes
+import matplotlib.figure
 import pytest
 import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.text import Text
+from matplotlib.transforms import Bbox
 
 from art_fastat import bench as bench_module
 from art_fastat.anchors import ARTAnchor
@@ -346,6 +350,31 @@ def test_pareto_plot_draws_one_standard_error_on_both_axes(tmp_path, monkeypatch
     assert (tmp_path / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # RAT: seconds 10 and 14 (standard error 2), AutoAttack 80 and 84 (2); Fast has one seed: no error bars
     assert sorted(drawn) == [(3.0, 50.0, 0.0, 0.0), (12.0, 82.0, 2.0, 2.0)]
+
+
+def test_pareto_labels_cover_no_marker_and_no_other_label_where_methods_crowd(tmp_path, monkeypatch):
+    saved = []
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda self, *args, **kwargs: saved.append(self))
+    # the top right of P1's leaderboard: six long labels within 1.6x of each other's time and 4 points of accuracy
+    crowd = [("rat (pgd-10)", 243, 0.829), ("art madrypgd (pgd-10)", 351, 0.822), ("l2l-trades (t=5)", 375, 0.822),
+             ("art awp (pgd-10, gamma 0.01)", 241, 0.805), ("l2l (t=5)", 376, 0.790),
+             ("art trades (pgd-10, beta 6)", 238, 0.788), ("free-8", 35, 0.766), ("natural", 24, 0.0)]  # fmt: skip
+    rows = leaderboard([result(name, seconds, robust, robust) for name, seconds, robust in crowd])
+    plot_pareto(rows, tmp_path / "pareto.png", "title")
+    (figure,) = saved
+    axes = figure.axes[0]
+    canvas = FigureCanvasAgg(figure)  # pyplot closed the figure
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    labels = {text.get_text(): Text.get_window_extent(text, renderer) for text in axes.texts}  # the text, no leader
+    assert sorted(labels) == sorted(name.upper() for name, _, _ in crowd)
+    markers = [Bbox.from_extents(x - 4, y - 4, x + 4, y + 4)
+               for x, y in axes.transData.transform([(s, 100 * r) for _, s, r in crowd])]  # fmt: skip
+    inside = axes.get_window_extent(renderer)
+    for name, box in labels.items():
+        assert inside.x0 <= box.x0 and box.x1 <= inside.x1 and inside.y0 <= box.y0 and box.y1 <= inside.y1, name
+        assert not any(box.overlaps(marker) for marker in markers), name
+        assert not any(box.overlaps(other) for other_name, other in labels.items() if other_name != name), name
 
 
 def test_relative_claims_are_paired_differences_over_the_seeds_both_methods_ran():
