@@ -52,6 +52,8 @@ CLAIMS: tuple[tuple[str, str, str], ...] = (
 LABEL_CORNERS = (((6, 5), "left"), ((-6, -13), "right"), ((6, -13), "left"), ((-6, 5), "right"))
 #: Points (1/72 inch) between successive label offsets: a line of the plot's 9-point labels.
 LABEL_STEP = 12
+#: Steps a crowded label may move away from its point, up or down.
+LABEL_STEPS = 11
 #: The line from a label placed away from its point to the point.
 LEADER_LINE = {"arrowstyle": "-", "color": "0.6", "linewidth": 0.6}
 #: Half the side, in pixels, of the square around a marker that no label may cover.
@@ -254,9 +256,9 @@ def _place_labels(axes: Any, points: Sequence[tuple[float, float, str]]) -> None
 
     renderer = axes.figure.canvas.get_renderer()
     inside = axes.get_window_extent(renderer)
-    candidates = list(LABEL_CORNERS) + [((dx, dy + step * (1 if dy > 0 else -1)), side)
-                                        for step in range(LABEL_STEP, 12 * LABEL_STEP, LABEL_STEP)
-                                        for (dx, dy), side in LABEL_CORNERS]  # fmt: skip
+    farther = [((dx, dy + step * LABEL_STEP * (1 if dy > 0 else -1)), side)
+               for step in range(1, LABEL_STEPS + 1) for (dx, dy), side in LABEL_CORNERS]  # fmt: skip
+    candidates = [*LABEL_CORNERS, *farther]
     # the markers are taken from the start: no label covers a point
     taken = [Bbox.from_extents(x - MARKER_RADIUS, y - MARKER_RADIUS, x + MARKER_RADIUS, y + MARKER_RADIUS)
              for x, y in axes.transData.transform([(seconds, robust) for seconds, robust, _ in points])]  # fmt: skip
