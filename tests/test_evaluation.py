@@ -417,6 +417,23 @@ def test_autoattack_output_goes_through_logging(classifier, data, caplog, capsys
     assert logging_is_restored()
 
 
+def test_a_warning_autoattack_repeats_in_every_run_is_one_flag(classifier, data, monkeypatch):
+    import pyautoattack.autopgd_base
+
+    calls = []
+
+    def zero_gradients_found(gradient, logger=None):
+        calls.append(1)
+        logger.warning("there are 3 points with zero gradient!")
+
+    monkeypatch.setattr(pyautoattack.autopgd_base, "check_zero_gradients", zero_gradients_found)
+    _, _, x, y = data
+    report = evaluate(classifier, x[:8], y[:8], 0.1, attacks=("autoattack",), autoattack_version="custom",
+                      autoattack_attacks=["apgd-t"])  # fmt: skip
+    assert len(calls) >= 9  # APGD-T checks once per target class
+    assert report.flags.count("AutoAttack: there are 3 points with zero gradient!") == 1
+
+
 def logging_is_restored() -> bool:
     import logging
 

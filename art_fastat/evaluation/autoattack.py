@@ -158,7 +158,7 @@ class _ForwardToLogger(logging.Handler):
         """
         super().__init__(logging.DEBUG)
         self.progress_level = logging.INFO if verbose else logging.DEBUG
-        #: The warnings AutoAttack logged (its sanity checks).
+        #: The warnings AutoAttack logged (its sanity checks), each once.
         self.warnings: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -167,8 +167,10 @@ class _ForwardToLogger(logging.Handler):
         """
         level = record.levelno if record.levelno >= logging.WARNING else self.progress_level
         output_logger.log(level, "AutoAttack: %s", record.getMessage())
-        if record.levelno >= logging.WARNING:
-            self.warnings.append(f"AutoAttack: {record.getMessage()}")
+        warning = f"AutoAttack: {record.getMessage()}"
+        # APGD repeats its checks in every run (APGD-T: once per target class): a flag is kept once
+        if record.levelno >= logging.WARNING and warning not in self.warnings:
+            self.warnings.append(warning)
 
 
 @contextlib.contextmanager
