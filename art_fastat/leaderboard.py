@@ -37,13 +37,21 @@ COLUMNS: tuple[str, ...] = (
 )  # fmt: skip
 
 #: The seed papers' claims measured by :func:`relative_claims`: (method, reference, what the paper claims). The
-#: comparisons with N-FGSM (de Jorge et al. 2022, a one-step method of 2 passes) are the project's, not the papers'.
+#: comparisons with N-FGSM (de Jorge et al. 2022, a one-step method of 2 passes) are the project's, not the papers', as
+#: is ART's MadryPGD against RAT (the same method: a check of the engine); TRADES and AWP are measured against MadryPGD.
 CLAIMS: tuple[tuple[str, str, str], ...] = (
     ("gaat", "pgd", "GAAT (Gong): up to 60% less training time than RAT with comparable clean and robust accuracy"),
     ("atcd", "free", "ATCD: more robust than Free-8 at the same T K = 8 budget and about the same training time"),
     ("atlas", "fast", "ATLAS: with one-step adversaries, more robust than one-step adversarial training, near "
                       "strong-adversary training, at a lower cost than it"),
     ("l2l", "pgd", "L2L: a learned RNN maximizer noticeably improves the robust accuracy of PGD adversarial training"),
+    ("l2l-trades", "pgd", "L2L-TRADES: the learned maximizer with TRADES's objective, against PGD adversarial "
+                          "training"),
+    ("art-madry", "pgd", "not a paper's claim: ART's MadryPGD trainer runs RAT's method (PGD-10, step eps/4), so the "
+                         "two should agree"),
+    ("art-trades", "art-madry", "TRADES (Zhang et al. 2019): a better trade-off of robust and clean accuracy than "
+                                "PGD adversarial training"),
+    ("art-awp", "art-madry", "AWP (Wu et al. 2020): weight perturbation makes PGD adversarial training more robust"),
     *((method, "nfgsm", "not claimed by the paper: against N-FGSM, the modern one-step baseline (2 passes)")
       for method in ("gaat", "atcd", "atlas", "l2l")),
 )  # fmt: skip

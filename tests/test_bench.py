@@ -394,6 +394,13 @@ def test_relative_claims_are_paired_differences_over_the_seeds_both_methods_ran(
     assert claims[("gaat", "nfgsm")]["reading"] == "one seed: no standard error"
 
 
+def test_art_s_madrypgd_is_measured_against_rat_and_its_trades_and_awp_against_madrypgd():
+    results = [result("pgd", 10.0, 0.80, 0.85), result("art-madry", 20.0, 0.79, 0.84),
+               result("art-trades", 20.0, 0.76, 0.80), result("art-awp", 22.0, 0.82, 0.84)]  # fmt: skip
+    claims = {(c["method"], c["reference"]): c["robust_difference"] for c in relative_claims(results)}
+    assert claims == {("art-madry", "pgd"): -1.0, ("art-trades", "art-madry"): -3.0, ("art-awp", "art-madry"): 3.0}
+
+
 def test_the_pareto_plot_draws_a_run_whose_time_rounds_to_zero(tmp_path):
     rows = leaderboard([result("natural", 0.0, 0.0, 0.0), result("fast", 0.0, 0.5, 0.7), result("pgd", 2.0, 0.8, 0.9)])
     plot_pareto(rows, tmp_path / "pareto.png", "title")  # a log time axis: 0 s must not divide by zero
